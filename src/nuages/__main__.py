@@ -1,0 +1,3 @@
+from nuages.cli import main
+
+main()

@@ -1,0 +1,5 @@
+"""Cache backends: small expiring key/value entries (tokens, verified credentials)."""
+
+from nuages.cache.protocol import Cache
+
+__all__ = ["Cache"]

@@ -1,0 +1,142 @@
+"""Domain errors of the toolkit. They know nothing of HTTP.
+
+The web layer maps each family to a status and an errno in exactly one table
+(:mod:`nuages.web.errors`)::
+
+    Error
+    ├── ValidationError          bad input (querystring, body, headers, ids)
+    │   └── InvalidObjectId
+    ├── ObjectNotFound           (also LookupError) missing object or parent
+    ├── PreconditionFailed       If-Match / If-None-Match failed
+    ├── NotModified              If-None-Match matched on a read (304)
+    ├── Unauthorized             anonymous caller denied
+    ├── Forbidden                authenticated caller denied
+    ├── MethodNotAllowed         disabled endpoint, readonly mode
+    ├── UnicityError             an object with this id already exists
+    ├── ConflictError            storage integrity conflict, retry
+    └── BackendError             a backend failed or is unreachable
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Error(Exception):
+    """Root of every error raised by Nuages' toolkit and backends."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorDetail:
+    """One validation problem: where (`location`), what (`name`), why (`description`)."""
+
+    location: str
+    name: str | None
+    description: str
+
+
+class ValidationError(Error):
+    """The request is malformed. Carries one or more :class:`ErrorDetail`."""
+
+    def __init__(
+        self,
+        description: str,
+        *,
+        location: str = "body",
+        name: str | None = None,
+        details: list[ErrorDetail] | None = None,
+        error: str = "Invalid parameters",
+        status: int = 400,
+    ) -> None:
+        self.details = details or [ErrorDetail(location, name, description)]
+        self.error = error
+        self.status = status
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        first = sorted(self.details, key=lambda d: d.name or "")[0]
+        if first.name and first.name in first.description:
+            return first.description
+        if first.name:
+            return f"{first.name} in {first.location}: {first.description}"
+        return f"{first.location}: {first.description}"
+
+
+class InvalidObjectId(ValidationError):
+    def __init__(self) -> None:
+        super().__init__("Invalid object id", location="path", name=None)
+
+
+class ObjectNotFound(Error, LookupError):
+    """No such object. `parent` is true when the missing thing is a parent (errno 111)."""
+
+    def __init__(self, resource_name: str, object_id: str, *, parent: bool = False) -> None:
+        self.resource_name = resource_name
+        self.object_id = object_id
+        self.parent = parent
+        super().__init__(f"{resource_name} {object_id!r} not found")
+
+
+class PreconditionFailed(Error):
+    """A precondition header failed. `existing` is the current object, when it may be shown."""
+
+    def __init__(self, timestamp: int, existing: dict[str, Any] | None = None) -> None:
+        self.timestamp = timestamp
+        self.existing = existing
+        super().__init__("Resource was modified meanwhile")
+
+
+class NotModified(Error):
+    def __init__(self, timestamp: int) -> None:
+        self.timestamp = timestamp
+        super().__init__("Not modified")
+
+
+class Unauthorized(Error):
+    """Anonymous caller without the permission: authenticate first."""
+
+
+class Forbidden(Error):
+    """Authenticated caller without the permission."""
+
+
+class MethodNotAllowed(Error):
+    def __init__(self, allowed: tuple[str, ...] = ()) -> None:
+        self.allowed = allowed
+        super().__init__("Method not allowed on this endpoint.")
+
+
+class UnicityError(Error):
+    """An object with this id already exists in this parent."""
+
+    def __init__(self, resource_name: str, object_id: str) -> None:
+        self.resource_name = resource_name
+        self.object_id = object_id
+        super().__init__(f"{resource_name} {object_id!r} already exists")
+
+
+class ConflictError(Error):
+    """A storage integrity conflict: the client should retry."""
+
+
+class BackendError(Error):
+    """A backend failed or is unreachable. The original exception is `__cause__`."""
+
+
+@dataclass
+class Collected:
+    """Accumulates validation details before raising them together."""
+
+    details: list[ErrorDetail] = field(default_factory=list)
+
+    def add(self, location: str, name: str | None, description: str) -> None:
+        self.details.append(ErrorDetail(location, name, description))
+
+    def raise_if_any(self) -> None:
+        if self.details:
+            first = self.details[0]
+            raise ValidationError(
+                first.description, location=first.location, name=first.name, details=self.details
+            )

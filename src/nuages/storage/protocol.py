@@ -1,0 +1,93 @@
+"""The storage protocol every backend implements.
+
+Vocabulary: an object lives in a *scope* ``(parent_id, resource_name)``.
+``parent_id`` is a URI-like path (``""`` for buckets, ``/buckets/b`` for its
+collections and groups, ``/buckets/b/collections/c`` for records). Objects are
+JSON objects with an ``id`` (str) and a ``last_modified`` (int, epoch ms).
+A deleted object leaves a tombstone ``{"id", "last_modified", "deleted": True}``.
+
+Every operation happens inside a transaction obtained from
+:meth:`Storage.transaction`. A write transaction that exits without exception is
+durable when the ``async with`` block returns; one that exits with an exception
+leaves no trace. Backends raise only :class:`nuages.core.errors.Error`
+subclasses: driver exceptions become :class:`BackendError` (``raise ... from``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from nuages.core.objects import ListQuery
+
+JSONObject = dict[str, Any]
+
+
+class StorageTransaction(Protocol):
+    async def resource_timestamp(self, resource_name: str, parent_id: str) -> int:
+        """Current timestamp of the scope: the greatest ``last_modified`` of its objects
+        and tombstones. A scope never written gets ``now`` once, persisted, and stable
+        after that (the backend may write this even in a read transaction)."""
+        ...
+
+    async def get(
+        self, resource_name: str, parent_id: str, object_id: str, *, include_deleted: bool = False
+    ) -> JSONObject | None:
+        """The object, or ``None``. Tombstones only with `include_deleted`."""
+        ...
+
+    async def create(self, resource_name: str, parent_id: str, obj: Mapping[str, Any]) -> JSONObject:
+        """Store a new object (``obj["id"]`` required) and return it with its
+        ``last_modified``. An integer ``obj["last_modified"]`` is a requested
+        timestamp (see :func:`nuages.core.timestamps.next_timestamp`). Replaces a
+        tombstone with the same id. Raises :class:`UnicityError` if a live object
+        with this id exists."""
+        ...
+
+    async def update(
+        self, resource_name: str, parent_id: str, object_id: str, obj: Mapping[str, Any]
+    ) -> JSONObject:
+        """Replace (or create) the object, bump its timestamp, return it. An integer
+        ``obj["last_modified"]`` greater than the stored one is a requested timestamp;
+        otherwise it is ignored."""
+        ...
+
+    async def delete(
+        self, resource_name: str, parent_id: str, object_id: str, *, last_modified: int | None = None
+    ) -> JSONObject:
+        """Replace the live object by a tombstone and return the tombstone.
+        Raises :class:`ObjectNotFound` if there is no live object."""
+        ...
+
+    async def list(self, resource_name: str, parent_id: str, query: ListQuery) -> list[JSONObject]:
+        """Objects (and tombstones with ``include_deleted``) of the scope matching the
+        filters, in the requested order, after the keyset, at most ``limit``. The order
+        and filter semantics are those of :mod:`nuages.core.filtering`."""
+        ...
+
+    async def count(self, resource_name: str, parent_id: str, query: ListQuery) -> int:
+        """Number of live objects matching filters and ``ids`` (never tombstones)."""
+        ...
+
+    async def purge(self, parent_prefix: str) -> None:
+        """Remove everything (objects, tombstones, scope timestamps) whose parent is
+        `parent_prefix` or below it (``parent_prefix + "/..."``). Used by cascades."""
+        ...
+
+
+class Storage(Protocol):
+    def transaction(self, *, write: bool) -> AbstractAsyncContextManager[StorageTransaction]:
+        """Open a transaction. Write transactions are serialised per backend; reads
+        see a consistent snapshot."""
+        ...
+
+    async def ping(self) -> bool:
+        """Whether the backend answers (for ``__heartbeat__``)."""
+        ...
+
+    async def flush(self) -> None:
+        """Delete everything (``__flush__``, tests)."""
+        ...
+
+    async def aclose(self) -> None: ...
