@@ -1,0 +1,103 @@
+"""Pick concrete backends from settings: the only place that knows them all.
+
+URLs: ``memory://`` and ``sqlite:///path`` (``sqlite:////abs/path``). Storage,
+permission and cache URLs naming the same SQLite file share one database, so a
+request's object and ACL writes commit together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from nuages.cache.protocol import Cache
+from nuages.core.errors import BackendError
+from nuages.permission.protocol import Permission
+from nuages.storage.protocol import Storage
+
+if TYPE_CHECKING:
+    from nuages.settings import Settings
+
+
+@dataclass
+class Backends:
+    storage: Storage
+    permission: Permission
+    cache: Cache
+    databases: list[Any] = field(default_factory=list)  # shared engines to migrate and close
+
+    async def aclose(self) -> None:
+        for backend in (self.storage, self.permission, self.cache):
+            await backend.aclose()
+        for db in self.databases:
+            await db.aclose()
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///./nuages.db`` → ``./nuages.db``; ``sqlite:////var/x.db`` → ``/var/x.db``."""
+    path = url[len("sqlite://"):]
+    if not path.startswith("/") or len(path) < 2:
+        raise BackendError(f"invalid SQLite URL {url!r}: expected sqlite:///path/to/file.db")
+    return path[1:] if not path.startswith("//") else path[1:]
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0] if "://" in url else url
+
+
+def open_backends(settings: Settings) -> Backends:
+    """Build (but do not migrate) the backends named by the settings."""
+    from nuages.cache.memory import MemoryCache
+    from nuages.permission.memory import MemoryPermission
+    from nuages.storage.memory import MemoryStorage
+
+    databases: dict[str, Any] = {}
+
+    def database(url: str) -> Any:
+        from nuages.sqlite import SQLiteDatabase
+
+        path = sqlite_path(url)
+        if path not in databases:
+            databases[path] = SQLiteDatabase(path, readers=settings.sqlite_readers)
+        return databases[path]
+
+    def build(kind: str, url: str) -> Any:
+        scheme = _scheme(url)
+        if scheme == "memory":
+            return {"storage": MemoryStorage, "permission": MemoryPermission,
+                    "cache": MemoryCache}[kind]()
+        if scheme == "sqlite":
+            from nuages.cache.sqlite import SQLiteCache
+            from nuages.permission.sqlite import SQLitePermission
+            from nuages.storage.sqlite import SQLiteStorage
+
+            classes = {"storage": SQLiteStorage, "permission": SQLitePermission,
+                       "cache": SQLiteCache}
+            return classes[kind](database(url))
+        raise BackendError(f"unsupported {kind} URL {url!r} (use sqlite:/// or memory://)")
+
+    storage = build("storage", settings.storage_url)
+    permission = build("permission", settings.effective_permission_url)
+    cache = build("cache", settings.effective_cache_url)
+    return Backends(storage, permission, cache, list(databases.values()))
+
+
+async def migrate(settings: Settings) -> list[str]:
+    """Create or upgrade the schema of every database the settings name; one line per database."""
+    backends = open_backends(settings)
+    try:
+        done = []
+        for db in backends.databases:
+            await db.migrate()
+            done.append(f"sqlite:///{db.path}: schema at version {await db.schema_version()}")
+        if not backends.databases:
+            done.append("memory://: nothing to migrate")
+        return done
+    finally:
+        await backends.aclose()
+
+
+async def check(backends: Backends) -> None:
+    """Refuse to serve an unmigrated or newer schema (raises BackendError with the fix)."""
+    for db in backends.databases:
+        await db.check_schema()

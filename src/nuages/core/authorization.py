@@ -1,0 +1,76 @@
+"""Who may do what: principals, the permission inheritance tree, settings grants.
+
+A permission *key* is ``"<resource>:<permission>"`` (``"record:write"``). The
+inheritance tree maps a key to the ``(level, permissions)`` pairs that grant it,
+where a level is a resource name of the object's chain (protocol/06 §3)::
+
+    "record:read": {"bucket": ["write", "read"], "collection": ["write", "read"],
+                    "record": ["write", "read"]}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from nuages.permission.protocol import BoundPermission, PermissionTransaction
+
+EVERYONE = "system.Everyone"
+AUTHENTICATED = "system.Authenticated"
+
+PermissionTree = Mapping[str, Mapping[str, tuple[str, ...]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The authenticated (or anonymous) user of a request and every principal it holds."""
+
+    user_id: str | None
+    principals: tuple[str, ...]
+
+    @property
+    def authenticated(self) -> bool:
+        return self.user_id is not None
+
+    @property
+    def creator(self) -> str:
+        """The principal added to the ``write`` ACL of what this caller creates."""
+        return self.user_id if self.user_id is not None else EVERYONE
+
+
+ANONYMOUS = Caller(None, (EVERYONE,))
+
+
+def basicauth_userid(secret: str, credentials: str) -> str:
+    """``basicauth:`` + hex HMAC-SHA256 of ``"user:password"`` (protocol/06 §1)."""
+    digest = hmac.new(secret.encode(), credentials.encode(), hashlib.sha256).hexdigest()
+    return f"basicauth:{digest}"
+
+
+async def load_caller(permission: PermissionTransaction, user_id: str | None) -> Caller:
+    """Principals of a user: its id, Everyone, Authenticated and its groups."""
+    if user_id is None:
+        return ANONYMOUS
+    principals = [user_id, EVERYONE, AUTHENTICATED]
+    groups = await permission.get_user_principals(user_id)
+    groups |= await permission.get_user_principals(AUTHENTICATED)
+    principals.extend(sorted(groups - set(principals)))
+    return Caller(user_id, tuple(principals))
+
+
+def bound_permissions(
+    tree: PermissionTree, key: str, level_uris: Mapping[str, str]
+) -> list[BoundPermission]:
+    """The ``(uri, permission)`` pairs that grant `key` on the object whose chain is `level_uris`."""
+    bound: list[BoundPermission] = []
+    for level, perms in tree.get(key, {}).items():
+        uri = level_uris.get(level)
+        if uri is not None:
+            bound.extend((uri, perm) for perm in perms)
+    return bound
+
+
+def intersects(principals: Iterable[str], allowed: Iterable[str]) -> bool:
+    return not set(principals).isdisjoint(allowed)

@@ -1,0 +1,588 @@
+"""CRUD and sync semantics of any :class:`ResourceSpec`, over the backend protocols.
+
+Each public coroutine handles one kind of request and returns an :class:`Outcome`;
+failures are :mod:`nuages.core.errors`. The order of checks reproduces Kinto's
+(protocol/03 §11): parent existence for writes → authorization → id/body
+validation → existence → 304 → 412 → write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from nuages.cache.protocol import Cache
+from nuages.core import pagination, preconditions
+from nuages.core.authorization import (
+    EVERYONE,
+    Caller,
+    PermissionTree,
+    bound_permissions,
+    intersects,
+)
+from nuages.core.errors import (
+    Forbidden,
+    InvalidObjectId,
+    ObjectNotFound,
+    PreconditionFailed,
+    Unauthorized,
+    ValidationError,
+)
+from nuages.core.objects import ListQuery
+from nuages.core.patch import json_patch, merge_patch
+from nuages.core.preconditions import ETagCondition
+from nuages.core.querystring import ListParams, parse_list_params, project
+from nuages.core.resource import JSONObject, ResourceSpec
+from nuages.permission.protocol import Permission, PermissionTransaction
+from nuages.storage.protocol import Storage, StorageTransaction
+
+RESPONSE_BEHAVIORS = ("full", "light", "diff")
+PATCH_TYPES = ("application/json", "application/merge-patch+json", "application/json-patch+json")
+
+
+@dataclass(slots=True)
+class Tx:
+    """One request's (or one batch's) transaction on storage and permissions."""
+
+    storage: StorageTransaction
+    permission: PermissionTransaction
+    write: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    paginate_by: int | None = None
+    max_fetch_size: int = 10000
+    explicit_permissions: bool = True
+    token_validity_seconds: int = 600
+    # "<resource>:<read|write|create>" -> principals granted on every object of that type.
+    principals: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Call:
+    """One request, as the service sees it."""
+
+    spec: ResourceSpec
+    ids: Mapping[str, str]  # ids of the parents, by resource name
+    caller: Caller
+    object_id: str | None = None
+    body: Any = None  # parsed JSON, None when absent
+    params: Sequence[tuple[str, str]] = ()
+    if_match: ETagCondition = None
+    if_none_match: ETagCondition = None
+    content_type: str = "application/json"
+    response_behavior: str = "full"
+
+
+@dataclass(slots=True)
+class Outcome:
+    status: int
+    body: Any
+    timestamp: int | None = None
+    next_token: tuple[str, int] | None = None  # (token, limit) when a next page exists
+    total: int | None = None
+    alert: bool = False  # the deprecated `_to` was used
+
+
+class Service:
+    """The protocol for a set of resource specs over one storage + permission + cache."""
+
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        permission: Permission,
+        cache: Cache,
+        tree: PermissionTree,
+        config: ServiceConfig,
+    ) -> None:
+        self.storage = storage
+        self.permission = permission
+        self.cache = cache
+        self.tree = tree
+        self.config = config
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool) -> AsyncIterator[Tx]:
+        async with AsyncExitStack() as stack:
+            st = await stack.enter_async_context(self.storage.transaction(write=write))
+            pt = await stack.enter_async_context(self.permission.transaction(write=write))
+            yield Tx(st, pt, write)
+
+    # -- authorization --------------------------------------------------------
+    async def _allowed(
+        self, tx: Tx, call: Call, perm: str, uris: Mapping[str, str], *, setting: str | None = None
+    ) -> bool:
+        """Whether the caller holds ``<resource>:<perm>`` on the object whose chain is `uris`."""
+        granted = self.config.principals.get(f"{call.spec.name}:{setting or perm.split(':')[0]}", ())
+        if intersects(call.caller.principals, granted):
+            return True
+        bound = bound_permissions(self.tree, f"{call.spec.name}:{perm}", uris)
+        return bool(bound) and await tx.permission.check_permission(call.caller.principals, bound)
+
+    def _deny(self, call: Call) -> Exception:
+        return Forbidden() if call.caller.authenticated else Unauthorized()
+
+    async def _require(self, tx: Tx, call: Call, perm: str, uris: Mapping[str, str]) -> None:
+        if not await self._allowed(tx, call, perm, uris):
+            raise self._deny(call)
+
+    def _read_key(self, spec: ResourceSpec) -> str:
+        """Reading one object: the extended ``read:attributes`` where the tree defines it."""
+        return "read:attributes" if f"{spec.name}:read:attributes" in self.tree else "read"
+
+    def _parent_key(self, spec: ResourceSpec, perm: str) -> str:
+        assert spec.parent is not None
+        return f"{spec.parent.name}:{perm}"
+
+    async def _allowed_on_parent(self, tx: Tx, call: Call, perm: str) -> bool:
+        """``read`` / ``write`` of the parent (list access), settings keyed by the request's type."""
+        spec = call.spec
+        granted = self.config.principals.get(f"{spec.name}:{perm}", ())
+        if intersects(call.caller.principals, granted):
+            return True
+        if spec.parent is None:
+            return False
+        uris = spec.parent.level_uris(call.ids, call.ids[spec.parent.name])
+        bound = bound_permissions(self.tree, self._parent_key(spec, perm), uris)
+        return bool(bound) and await tx.permission.check_permission(call.caller.principals, bound)
+
+    # -- helpers ---------------------------------------------------------------
+    def _check_id(self, call: Call) -> str:
+        assert call.object_id is not None
+        if not call.spec.is_valid_id(call.object_id):
+            raise InvalidObjectId()
+        return call.object_id
+
+    async def _parent_exists(self, tx: Tx, call: Call) -> None:
+        """404 (errno 111) when the direct parent object does not exist."""
+        parent = call.spec.parent
+        if parent is None:
+            return
+        pid = call.ids[parent.name]
+        if not parent.is_valid_id(pid) or await tx.storage.get(
+            parent.name, parent.parent_uri(call.ids), pid
+        ) is None:
+            raise ObjectNotFound(parent.name, pid, parent=True)
+
+    def _annotate(self, call: Call, obj: JSONObject, perms: dict[str, set[str]]) -> JSONObject:
+        """Object envelope; ACLs shown only to principals in the object's own ``write``."""
+        shown = perms if intersects(call.caller.principals, perms.get("write", ())) else {}
+        return {"data": obj, "permissions": {k: sorted(v) for k, v in shown.items() if v}}
+
+    def _parse_body(self, call: Call, *, required: bool = False) -> tuple[JSONObject | None, Any]:
+        body = call.body
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            raise ValidationError("Should be a JSON object", location="body", name=None)
+        unknown = sorted(set(body) - {"data", "permissions"})
+        if unknown:
+            raise ValidationError(f"{unknown[0]} is not allowed", location="body", name=unknown[0])
+        data = body.get("data")
+        if "data" in body and not isinstance(data, dict):
+            raise ValidationError(f"{data!r} is not a mapping type", location="body", name="data")
+        perms = body.get("permissions")
+        if required and data is None and perms is None:
+            raise ValidationError(
+                "Provide at least one of data or permissions", location="body", name="data"
+            )
+        return data, perms
+
+    def _check_permissions(self, spec: ResourceSpec, perms: Any, *, nulls: bool = False) -> None:
+        if perms is None:
+            return
+        if not isinstance(perms, dict):
+            raise ValidationError(
+                f"{perms!r} is not a mapping type", location="body", name="permissions"
+            )
+        for key, principals in perms.items():
+            if key not in spec.permissions:
+                allowed = ", ".join(f"'{p}'" for p in spec.permissions)
+                raise ValidationError(
+                    f'"{key}" is not one of {allowed}', location="body", name="permissions"
+                )
+            if principals is None and nulls:
+                continue
+            if not isinstance(principals, list) or not all(isinstance(p, str) for p in principals):
+                raise ValidationError(
+                    f"{principals!r} is not iterable", location="body", name=f"permissions.{key}"
+                )
+
+    def _clean_data(self, call: Call, data: JSONObject, object_id: str) -> JSONObject:
+        data = dict(data)
+        if "id" in data and data["id"] != object_id:
+            raise ValidationError(
+                "Object id does not match existing object", location="body", name="id"
+            )
+        data["id"] = object_id
+        lm = data.get("last_modified")
+        if not (isinstance(lm, int) and not isinstance(lm, bool)):
+            data.pop("last_modified", None)
+        data.pop("deleted", None)  # reserved for tombstones
+        return data
+
+    async def _write_permissions(
+        self, tx: Tx, call: Call, uri: str, replace: Mapping[str, Any] | None
+    ) -> dict[str, set[str]]:
+        if replace is not None:
+            await tx.permission.replace_object_permissions(
+                uri, {k: list(v or ()) for k, v in replace.items()}
+            )
+        if self.config.explicit_permissions:
+            await tx.permission.add_principal_to_ace(uri, "write", call.caller.creator)
+        return await tx.permission.get_object_permissions(uri)
+
+    async def _cascade_delete(self, tx: Tx, call: Call, uri: str, obj: JSONObject) -> None:
+        await call.spec.before_delete(tx, uri, obj, None)
+        await tx.permission.delete_object_permissions(uri)
+        if call.spec.children:
+            await tx.storage.purge(uri)
+            await tx.permission.delete_object_permissions(uri + "/*")
+
+    # -- single objects ---------------------------------------------------------
+    async def get_object(self, tx: Tx, call: Call, *, fields: Sequence[str] | None = None) -> Outcome:
+        spec = call.spec
+        object_id = self._check_id(call)
+        uris = spec.level_uris(call.ids, object_id)
+        await self._require(tx, call, self._read_key(spec), uris)
+        if spec.parent_must_exist:
+            await self._parent_exists(tx, call)
+        obj = await tx.storage.get(spec.name, spec.parent_uri(call.ids), object_id)
+        if obj is None:
+            raise ObjectNotFound(spec.name, object_id)
+        preconditions.check(
+            current=obj["last_modified"],
+            if_match=call.if_match,
+            if_none_match=call.if_none_match,
+            read=True,
+            existing=obj,
+        )
+        if fields:
+            return Outcome(200, {"data": project(obj, fields)}, obj["last_modified"])
+        perms = await tx.permission.get_object_permissions(uris[spec.name])
+        return Outcome(200, self._annotate(call, obj, perms), obj["last_modified"])
+
+    async def put_object(self, tx: Tx, call: Call) -> Outcome:
+        spec = call.spec
+        object_id = self._check_id(call)
+        if spec.parent_must_exist:
+            await self._parent_exists(tx, call)
+        parent_uri = spec.parent_uri(call.ids)
+        uris = spec.level_uris(call.ids, object_id)
+        existing = await tx.storage.get(spec.name, parent_uri, object_id)
+        if existing is None or call.if_none_match == preconditions.ANY:
+            await self._require(tx, call, "create", uris)
+        else:
+            await self._require(tx, call, "write", uris)
+        data, perms = self._parse_body(call)
+        self._check_permissions(spec, perms)
+        await self._check_preconditions(tx, call, existing, uris)
+        if existing is None and not spec.parent_must_exist:
+            await self._parent_exists(tx, call)
+        if data is None:
+            data = {k: v for k, v in (existing or {}).items() if k != "last_modified"}
+        new = self._clean_data(call, data, object_id)
+        new = spec.validate(new, existing, call.body is not None and "data" in call.body)
+        if existing is None:
+            stored = await tx.storage.create(spec.name, parent_uri, new)
+        else:
+            stored = await tx.storage.update(spec.name, parent_uri, object_id, new)
+        replace = None
+        if perms is not None:
+            replace = {p: perms.get(p) for p in spec.permissions}
+        acl = await self._write_permissions(tx, call, uris[spec.name], replace)
+        await spec.after_write(tx, uris[spec.name], existing, stored)
+        status = 201 if existing is None else 200
+        return Outcome(status, self._annotate(call, stored, acl), stored["last_modified"])
+
+    async def _check_preconditions(
+        self, tx: Tx, call: Call, existing: JSONObject | None, uris: Mapping[str, str]
+    ) -> None:
+        try:
+            preconditions.check(
+                current=None if existing is None else existing["last_modified"],
+                if_match=call.if_match,
+                if_none_match=call.if_none_match,
+                read=False,
+                existing=existing,
+            )
+        except PreconditionFailed as exc:
+            # Never disclose an object the caller may not read (protocol/12 §C).
+            if exc.existing is not None and not await self._allowed(
+                tx, call, self._read_key(call.spec), uris
+            ):
+                exc.existing = None
+            raise
+
+    async def _existing_or_404(
+        self, tx: Tx, call: Call, object_id: str, uris: Mapping[str, str]
+    ) -> JSONObject:
+        spec = call.spec
+        existing = await tx.storage.get(spec.name, spec.parent_uri(call.ids), object_id)
+        if existing is None:
+            # Missing: allowed to learn it (404) only with read on the parent.
+            await self._require(tx, call, "read", uris)
+            raise ObjectNotFound(spec.name, object_id)
+        await self._require(tx, call, "write", uris)
+        return existing
+
+    async def patch_object(self, tx: Tx, call: Call) -> Outcome:
+        spec = call.spec
+        object_id = self._check_id(call)
+        if spec.parent_must_exist:
+            await self._parent_exists(tx, call)
+        uris = spec.level_uris(call.ids, object_id)
+        existing = await self._existing_or_404(tx, call, object_id, uris)
+        if call.response_behavior not in RESPONSE_BEHAVIORS:
+            raise ValidationError(
+                f'"{call.response_behavior}" is not one of full, light, diff',
+                location="header",
+                name="Response-Behavior",
+            )
+        uri = uris[spec.name]
+        acl = await tx.permission.get_object_permissions(uri)
+        old_data = {k: v for k, v in existing.items() if k != "last_modified"}
+        sent: JSONObject = {}
+        if call.content_type == "application/json-patch+json":
+            new_data, replace = self._apply_json_patch(spec, old_data, acl, call.body)
+        else:
+            data, perms = self._parse_body(call, required=True)
+            self._check_permissions(spec, perms, nulls=True)
+            sent = dict(data or {})
+            if call.content_type == "application/merge-patch+json":
+                new_data = merge_patch(old_data, data or {})
+                replace = None
+                if perms is not None:
+                    merged = merge_patch({k: sorted(v) for k, v in acl.items()}, perms)
+                    replace = {p: merged.get(p) for p in spec.permissions}
+            else:
+                new_data = {**old_data, **(data or {})}
+                replace = {k: v for k, v in (perms or {}).items() if v is not None} or None
+        await self._check_preconditions(tx, call, existing, uris)
+        new = self._clean_data(call, new_data, object_id)
+        if "last_modified" in new and new["last_modified"] <= existing["last_modified"]:
+            del new["last_modified"]
+        new = spec.validate(new, existing, True)
+        stored = await tx.storage.update(spec.name, spec.parent_uri(call.ids), object_id, new)
+        acl = await self._write_permissions(tx, call, uri, replace)
+        await spec.after_write(tx, uri, existing, stored)
+        if call.response_behavior == "full":
+            return Outcome(200, self._annotate(call, stored, acl), stored["last_modified"])
+        if call.response_behavior == "light":
+            keys = [k for k in sent if stored.get(k, _ABSENT) != existing.get(k, _ABSENT)]
+        else:
+            keys = [k for k in sent if stored.get(k, _ABSENT) != sent[k]]
+        changed = {k: stored[k] for k in keys if k in stored}
+        return Outcome(200, {"data": changed}, stored["last_modified"])
+
+    def _apply_json_patch(
+        self, spec: ResourceSpec, data: JSONObject, acl: dict[str, set[str]], ops: Any
+    ) -> tuple[JSONObject, dict[str, Any]]:
+        if not isinstance(ops, list):
+            raise ValidationError("JSON Patch operations must be an array", location="body")
+        filled = []
+        for op in ops:
+            if isinstance(op, dict) and "value" not in op and isinstance(op.get("path"), str):
+                parts = op["path"].split("/")
+                if len(parts) == 4 and parts[1] == "permissions" and parts[2] in ("read", "write"):
+                    op = {**op, "value": parts[3]}
+            filled.append(op)
+        doc = {
+            "data": data,
+            "permissions": {k: {p: p for p in v} for k, v in acl.items()},
+        }
+        for key in ("read", "write"):
+            doc["permissions"].setdefault(key, {})
+        result = json_patch(doc, filled)
+        if not isinstance(result, dict) or set(result) != {"data", "permissions"}:
+            raise ValidationError("JSON Patch operation failed: invalid document", location="body")
+        new_data, perms = result["data"], result["permissions"]
+        if not isinstance(new_data, dict) or not isinstance(perms, dict):
+            raise ValidationError(
+                "JSON Patch operation failed: data and permissions must be objects",
+                location="body",
+            )
+        replace: dict[str, Any] = {}
+        for key in spec.permissions:
+            value = perms.get(key, ())
+            principals = list(value) if isinstance(value, dict | list) else None
+            if principals is None or not all(isinstance(p, str) for p in principals):
+                raise ValidationError(
+                    f"{value!r} is not iterable", location="body", name=f"permissions.{key}"
+                )
+            replace[key] = principals
+        unknown = set(perms) - set(spec.permissions)
+        if unknown:
+            raise ValidationError(
+                f'"{sorted(unknown)[0]}" is not a permission', location="body", name="permissions"
+            )
+        return new_data, replace
+
+    async def delete_object(self, tx: Tx, call: Call, *, last_modified: int | None = None) -> Outcome:
+        spec = call.spec
+        object_id = self._check_id(call)
+        if spec.parent_must_exist:
+            await self._parent_exists(tx, call)
+        uris = spec.level_uris(call.ids, object_id)
+        existing = await self._existing_or_404(tx, call, object_id, uris)
+        await self._check_preconditions(tx, call, existing, uris)
+        tombstone = await tx.storage.delete(
+            spec.name, spec.parent_uri(call.ids), object_id, last_modified=last_modified
+        )
+        await self._cascade_delete(tx, call, uris[spec.name], existing)
+        return Outcome(200, {"data": tombstone}, tombstone["last_modified"])
+
+    # -- lists ------------------------------------------------------------------
+    async def _list_visibility(self, tx: Tx, call: Call, perm: str) -> frozenset[str] | None:
+        """None: every object. Otherwise the ids the caller may see (possibly none)."""
+        if await self._allowed_on_parent(tx, call, perm):
+            return None
+        spec = call.spec
+        own_key = f"{spec.name}:{self._read_key(spec) if perm == 'read' else 'write'}"
+        own = self.tree.get(own_key, {}).get(spec.name, ())
+        prefix = f"{spec.parent_uri(call.ids)}/{spec.plural}/"
+        shared = await tx.permission.get_accessible_objects(
+            call.caller.principals, [(prefix + "*", p) for p in own]
+        )
+        ids = frozenset(u[len(prefix):] for u in shared if "/" not in u[len(prefix):])
+        if ids:
+            return ids
+        if spec.parent is not None:
+            uris = spec.level_uris(call.ids, None)
+        else:
+            uris = {}
+        if await self._allowed(tx, call, "create", uris):
+            return frozenset()
+        raise self._deny(call)
+
+    def _list_params(self, call: Call) -> ListParams:
+        return parse_list_params(call.params, known_fields=call.spec.known_fields)
+
+    async def _page(
+        self, tx: Tx, call: Call, params: ListParams, visible: frozenset[str] | None
+    ) -> tuple[list[JSONObject], tuple[str, int] | None]:
+        spec = call.spec
+        limit = pagination.effective_limit(
+            params.limit, self.config.paginate_by, self.config.max_fetch_size
+        )
+        keyset, offset = None, 0
+        if params.token is not None:
+            keyset, _, offset = pagination.decode_token(params.token, params.sorting)
+        query = ListQuery(
+            filters=params.filters,
+            sorting=params.sorting,
+            keyset=keyset,
+            limit=limit + 1,
+            include_deleted=params.include_deleted,
+            ids=visible,
+        )
+        found = await tx.storage.list(spec.name, spec.parent_uri(call.ids), query)
+        next_token = None
+        if len(found) > limit:
+            found = found[:limit]
+            token = pagination.encode_token(found[-1], params.sorting, offset + limit)
+            next_token = (token, limit)
+        return found, next_token
+
+    async def get_list(self, tx: Tx, call: Call, *, head: bool = False) -> Outcome:
+        spec = call.spec
+        visible = await self._list_visibility(tx, call, "read")
+        params = self._list_params(call)
+        if spec.parent_must_exist:
+            await self._parent_exists(tx, call)
+        timestamp = await tx.storage.resource_timestamp(spec.name, spec.parent_uri(call.ids))
+        preconditions.check(
+            current=timestamp,
+            if_match=call.if_match,
+            if_none_match=call.if_none_match,
+            read=True,
+        )
+        if head:
+            query = ListQuery(filters=params.filters, ids=visible)
+            total = await tx.storage.count(spec.name, spec.parent_uri(call.ids), query)
+            return Outcome(200, None, timestamp, total=total, alert=params.deprecated_to)
+        found, next_token = await self._page(tx, call, params, visible)
+        if params.fields:
+            found = [project(o, params.fields) for o in found]
+        return Outcome(200, {"data": found}, timestamp, next_token, alert=params.deprecated_to)
+
+    async def post_list(self, tx: Tx, call: Call) -> Outcome:
+        spec = call.spec
+        if spec.parent_must_exist:
+            await self._parent_exists(tx, call)
+        parent_uri = spec.parent_uri(call.ids)
+        body = call.body if isinstance(call.body, dict) else {}
+        given = body.get("data") if isinstance(body.get("data"), dict) else {}
+        object_id = given.get("id")
+        existing = None
+        if object_id is not None:
+            if not isinstance(object_id, str) or not spec.is_valid_id(object_id):
+                raise InvalidObjectId()
+            existing = await tx.storage.get(spec.name, parent_uri, object_id)
+        if existing is not None:
+            uris = spec.level_uris(call.ids, object_id)
+            await self._require(tx, call, self._read_key(spec), uris)
+            await self._check_preconditions(tx, call, existing, uris)
+            acl = await tx.permission.get_object_permissions(uris[spec.name])
+            return Outcome(200, self._annotate(call, existing, acl), existing["last_modified"])
+        await self._require(tx, call, "create", spec.level_uris(call.ids, None))
+        data, perms = self._parse_body(call)
+        self._check_permissions(spec, perms)
+        preconditions.check(
+            current=None, if_match=call.if_match, if_none_match=call.if_none_match, read=False
+        )
+        if not spec.parent_must_exist:
+            await self._parent_exists(tx, call)
+        object_id = object_id or spec.generate_id()
+        new = self._clean_data(call, data or {}, object_id)
+        new = spec.validate(new, None, data is not None)
+        stored = await tx.storage.create(spec.name, parent_uri, new)
+        uri = spec.object_uri(call.ids, object_id)
+        replace = {p: perms.get(p) for p in spec.permissions} if perms is not None else None
+        acl = await self._write_permissions(tx, call, uri, replace)
+        await spec.after_write(tx, uri, None, stored)
+        return Outcome(201, self._annotate(call, stored, acl), stored["last_modified"])
+
+    async def delete_list(self, tx: Tx, call: Call) -> Outcome:
+        spec = call.spec
+        if spec.parent_must_exist:
+            await self._parent_exists(tx, call)
+        visible = await self._list_visibility(tx, call, "write")
+        params = self._list_params(call)
+        parent_uri = spec.parent_uri(call.ids)
+        timestamp = await tx.storage.resource_timestamp(spec.name, parent_uri)
+        preconditions.check(
+            current=timestamp, if_match=call.if_match, if_none_match=call.if_none_match, read=False
+        )
+        if params.token is not None:
+            _, nonce, _ = pagination.decode_token(params.token, params.sorting)
+            if await self.cache.pop(f"pagination-token:{nonce}") is None:
+                raise ValidationError(
+                    "_token was already used or has expired.", location="querystring", name="_token"
+                )
+        live = ListParams(
+            filters=params.filters, sorting=params.sorting, limit=params.limit, token=params.token
+        )
+        found, next_token = await self._page(tx, call, live, visible)
+        tombstones = []
+        for obj in found:
+            tombstone = await tx.storage.delete(spec.name, parent_uri, obj["id"])
+            await self._cascade_delete(tx, call, spec.object_uri(call.ids, obj["id"]), obj)
+            tombstones.append(tombstone)
+        if next_token is not None:
+            _, nonce, _ = pagination.decode_token(next_token[0], params.sorting)
+            await self.cache.set(
+                f"pagination-token:{nonce}", True, self.config.token_validity_seconds
+            )
+        etag = max((t["last_modified"] for t in tombstones), default=timestamp)
+        return Outcome(200, {"data": tombstones}, etag, next_token)
+
+
+_ABSENT = object()
+
+
+__all__ = ["Call", "Outcome", "Service", "ServiceConfig", "Tx", "EVERYONE"]

@@ -1,0 +1,438 @@
+"""Routing and the per-request pipeline, free of any ASGI detail.
+
+:meth:`Dispatcher.handle` turns a :class:`WebRequest` into a :class:`WebResponse`;
+the ASGI app (:mod:`nuages.web.app`) and the batch endpoint both call it. Order of
+checks as protocol/03 §11: end of service → version prefix → route → readonly →
+CORS preflight → method → Accept / Content-Type → body → auth → service.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import fnmatch
+import logging
+import random
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from nuages.core import errors
+from nuages.core.authorization import basicauth_userid, load_caller
+from nuages.core.preconditions import parse_etag
+from nuages.core.querystring import parse_timestamp
+from nuages.core.resource import ResourceSpec
+from nuages.core.service import PATCH_TYPES, Call, Outcome, Service, Tx
+from nuages.web import errors as werr
+from nuages.web.messages import (
+    WebRequest,
+    WebResponse,
+    error_response,
+    etag_headers,
+    plain_error,
+    validation_response,
+)
+
+if TYPE_CHECKING:
+    from nuages.settings import Settings
+
+log = logging.getLogger("nuages.request")
+
+DEFAULT_EXPOSED = ("Backoff", "Retry-After", "Alert", "Content-Length", "Content-Type")
+READ_EXPOSED = ("Next-Page", "Last-Modified", "ETag", "Cache-Control", "Expires", "Pragma")
+COUNT_EXPOSED = ("Total-Objects", "Total-Records")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; ",
+    "X-Content-Type-Options": "nosniff",
+}
+_VERSION_PREFIX = re.compile(r"^/v(\d+)(/.*)?$")
+
+Handler = Callable[[WebRequest, dict[str, str], "Tx | None"], Awaitable[WebResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    pattern: re.Pattern[str]
+    methods: tuple[str, ...]
+    handler: Handler
+    spec: ResourceSpec | None = None
+    plural: bool = False
+    content_types: tuple[str, ...] = ("application/json",)
+
+    @property
+    def is_resource(self) -> bool:
+        return self.spec is not None
+
+
+def _compile(template: str) -> re.Pattern[str]:
+    regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template)
+    return re.compile(f"^{regex}$")
+
+
+class JSONBodyError(Exception):
+    pass
+
+
+def json_depth_ok(value: Any, limit: int) -> bool:
+    """Whether nesting stays within `limit` levels (iterative: deep input cannot blow the stack)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list))
+    return True
+
+
+def media_type(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return value.split(";", 1)[0].strip().lower() or None
+
+
+class Dispatcher:
+    """Every route of the API, and the pipeline around them."""
+
+    def __init__(self, settings: Settings, service: Service) -> None:
+        self.settings = settings
+        self.service = service
+        self.routes: list[Route] = []
+        self.prefix = "/v1"
+
+    # -- registration -----------------------------------------------------------
+    def add(self, name: str, template: str, methods: tuple[str, ...], handler: Handler,
+            **kwargs: Any) -> None:
+        if "GET" in methods and "HEAD" not in methods:
+            methods = (*methods, "HEAD")
+        self.routes.append(Route(name, _compile(template), methods, handler, **kwargs))
+
+    def add_resource(self, spec: ResourceSpec, plural_template: str) -> None:
+        object_template = f"{plural_template}/{{id}}"
+        self.add(f"{spec.name}-plural", plural_template, ("GET", "POST", "DELETE"),
+                 self._plural_handler(spec), spec=spec, plural=True)
+        self.add(f"{spec.name}-object", object_template, ("GET", "PUT", "PATCH", "DELETE"),
+                 self._object_handler(spec), spec=spec, content_types=PATCH_TYPES)
+
+    def match(self, path: str) -> tuple[Route, dict[str, str]] | None:
+        for route in self.routes:
+            m = route.pattern.match(path)
+            if m is not None:
+                return route, m.groupdict()
+        return None
+
+    # -- pipeline ---------------------------------------------------------------
+    def base_url(self, req: WebRequest) -> str:
+        s = self.settings
+        if s.http_scheme or s.http_host:
+            scheme, _, host = req.base_url.partition("://")
+            return f"{s.http_scheme or scheme}://{s.http_host or host}"
+        return req.base_url
+
+    async def handle(self, req: WebRequest, tx: Tx | None = None) -> WebResponse:
+        route: Route | None = None
+        try:
+            route, response = await self._dispatch(req, tx)
+        except errors.Error as exc:
+            response = error_response(exc)
+        except Exception:  # noqa: BLE001 - anything else is our bug: 500, logged
+            log.exception("unhandled error on %s %s", req.method, req.path)
+            response = plain_error(500, werr.UNDEFINED, werr.MESSAGES[500],
+                                   info=self.settings.error_info_link)
+        self._finish(req, route, response)
+        return response
+
+    def _eos(self) -> tuple[str, bool] | None:
+        eos = self.settings.eos
+        if eos is None:
+            return None
+        hard = datetime.date.today() >= eos
+        alert = {
+            "code": "hard-eol" if hard else "soft-eol",
+            "message": self.settings.eos_message,
+            "url": self.settings.eos_url or self.settings.project_docs,
+        }
+        return orjson.dumps(alert).decode(), hard
+
+    async def _dispatch(self, req: WebRequest, tx: Tx | None) -> tuple[Route | None, WebResponse]:
+        s = self.settings
+        eos = self._eos()
+        if eos is not None and eos[1]:
+            return None, plain_error(410, werr.SERVICE_DEPRECATED, werr.MESSAGES[410])
+        m = _VERSION_PREFIX.match(req.path)
+        if m is None:
+            if "\r" in req.path or "\n" in req.path or not s.version_prefix_redirect_enabled:
+                return None, plain_error(404, werr.MISSING_RESOURCE, werr.MESSAGES[404])
+            if req.method == "OPTIONS":
+                return None, WebResponse(200, None)
+            return None, self._redirect(req, self.prefix + req.path)
+        if m.group(1) != "1":
+            return None, plain_error(404, werr.VERSION_NOT_AVAILABLE,
+                                     "The requested API version is not available on this server.")
+        rest = m.group(2)
+        if rest is None:
+            return None, self._redirect(req, self.prefix + "/")
+        found = self.match(rest)
+        if found is None:
+            if rest.endswith("/") and rest != "/" and s.trailing_slash_redirect_enabled:
+                response = self._redirect(req, self.prefix + rest.rstrip("/"))
+                ttl = s.trailing_slash_redirect_ttl_seconds
+                if ttl >= 0:
+                    response.headers["Cache-Control"] = f"max-age={ttl}" if ttl else "no-cache"
+                return None, response
+            return None, plain_error(404, werr.MISSING_RESOURCE, werr.MESSAGES[404])
+        route, params = found
+        if s.readonly and req.method not in ("GET", "HEAD", "OPTIONS"):
+            return route, plain_error(405, werr.METHOD_NOT_ALLOWED, werr.MESSAGES[405])
+        origin = req.headers.get("origin")
+        if req.method == "OPTIONS":
+            return route, self._preflight(req, route)
+        if origin is not None and not self._origin_allowed(origin):
+            return route, validation_response(400, "header", "Origin", f"{origin} not allowed")
+        if req.method not in route.methods:
+            response = plain_error(405, werr.METHOD_NOT_ALLOWED, werr.MESSAGES[405])
+            response.headers["Allow"] = ", ".join(route.methods)
+            return route, response
+        if route.is_resource:
+            accept = req.headers.get("accept")
+            if accept and not _accepts_json(accept):
+                return route, validation_response(
+                    406, "header", "Accept",
+                    "Accept header should be one of ['application/json']")
+        return route, await route.handler(req, params, tx)
+
+    def _redirect(self, req: WebRequest, path: str) -> WebResponse:
+        location = self.base_url(req) + path
+        if req.query:
+            from urllib.parse import urlencode
+
+            location += "?" + urlencode(req.query)
+        return WebResponse(307, None, {"Location": location})
+
+    def _origin_allowed(self, origin: str) -> bool:
+        return any(fnmatch.fnmatchcase(origin, p) for p in self.settings.cors_origins)
+
+    def _preflight(self, req: WebRequest, route: Route) -> WebResponse:
+        origin = req.headers.get("origin")
+        method = req.headers.get("access-control-request-method")
+        if origin is None or not self._origin_allowed(origin):
+            return validation_response(400, "header", "Origin", f"{origin} not allowed")
+        if method is None or method not in route.methods:
+            return validation_response(400, "header", "Access-Control-Request-Method",
+                                       f"Method not allowed: {method}")
+        requested = [h.strip() for h in req.headers.get("access-control-request-headers", "")
+                     .split(",") if h.strip()]
+        allowed_headers = list(dict.fromkeys([*self._exposed(route, method), *requested]))
+        headers = {
+            "Access-Control-Allow-Methods": ",".join(route.methods),
+            "Access-Control-Allow-Headers": ",".join(allowed_headers),
+        }
+        if self.settings.cors_max_age_seconds is not None:
+            headers["Access-Control-Max-Age"] = str(self.settings.cors_max_age_seconds)
+        return WebResponse(200, None, headers, raw=b"null")
+
+    def _exposed(self, route: Route | None, method: str) -> tuple[str, ...]:
+        if route is None or not route.is_resource:
+            return DEFAULT_EXPOSED
+        if route.plural and method == "HEAD":
+            return (*DEFAULT_EXPOSED, *READ_EXPOSED, *COUNT_EXPOSED)
+        return (*DEFAULT_EXPOSED, *READ_EXPOSED)
+
+    def _finish(self, req: WebRequest, route: Route | None, response: WebResponse) -> None:
+        """Headers every response gets: security, CORS, Backoff, Alert, Retry-After."""
+        s = self.settings
+        headers = response.headers
+        for key, value in SECURITY_HEADERS.items():
+            headers.setdefault(key, value)
+        headers["Access-Control-Expose-Headers"] = ", ".join(self._exposed(route, req.method))
+        origin = req.headers.get("origin")
+        if origin is not None and self._origin_allowed(origin):
+            headers["Access-Control-Allow-Origin"] = "*" if "*" in s.cors_origins else origin
+        if s.backoff is not None and (
+            s.backoff_percentage is None or random.random() * 100 < s.backoff_percentage
+        ):
+            headers["Backoff"] = str(s.backoff)
+        eos = self._eos()
+        if eos is not None:
+            headers["Alert"] = eos[0]
+        if response.status in (409, 503):
+            headers["Retry-After"] = str(s.retry_after_seconds)
+        if response.status == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="Realm"'
+
+    # -- authentication and bodies ----------------------------------------------------
+    def authenticate(self, req: WebRequest) -> str | None:
+        """The prefixed user id of the first policy that identifies the request, or None."""
+        header = req.headers.get("authorization")
+        if not header or "basicauth" not in self.settings.auth:
+            return None
+        scheme, _, credentials = header.partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return None
+        user, sep, _ = decoded.partition(":")
+        if not sep or not user:
+            return None
+        return basicauth_userid(self.settings.userid_hmac_secret, decoded)
+
+    def parse_body(self, req: WebRequest, route: Route) -> Any:
+        """JSON body (None when empty) after Content-Type, size and depth checks."""
+        ctype = media_type(req.headers.get("content-type"))
+        if req.method not in ("POST", "PUT", "PATCH"):
+            return None
+        allowed = route.content_types if req.method == "PATCH" else ("application/json",)
+        if ctype is not None and ctype not in allowed:
+            if not req.body and req.method != "PATCH":
+                return None
+            names = ", ".join(f"'{c}'" for c in allowed)
+            raise errors.ValidationError(
+                f"Content-Type header should be one of [{names}]",
+                location="header", name="Content-Type", status=415)
+        if not req.body.strip():
+            return None
+        if len(req.body) > self.settings.max_request_body_bytes:
+            raise errors.ValidationError(
+                f"Request body is larger than {self.settings.max_request_body_bytes} bytes",
+                location="body", name=None, status=413, error="Request Entity Too Large")
+        try:
+            body = orjson.loads(req.body)
+        except orjson.JSONDecodeError as exc:
+            raise errors.ValidationError(f"Invalid JSON: {exc}", location="body", name=None) \
+                from None
+        if not isinstance(body, dict | list):
+            raise errors.ValidationError("Should be a JSON object or an array",
+                                         location="body", name=None)
+        if not json_depth_ok(body, self.settings.max_json_depth):
+            raise errors.ValidationError(
+                f"JSON nested deeper than {self.settings.max_json_depth} levels",
+                location="body", name=None)
+        return body
+
+    @asynccontextmanager
+    async def transaction(self, tx: Tx | None, *, write: bool) -> AsyncIterator[Tx]:
+        if tx is not None:
+            yield tx
+            return
+        async with self.service.transaction(write=write) as new:
+            yield new
+
+    # -- resources ----------------------------------------------------------------
+    def _call(self, req: WebRequest, route: Route, params: dict[str, str], body: Any,
+              caller: Any) -> Call:
+        assert route.spec is not None
+        object_id = params.pop("id", None)
+        return Call(
+            spec=route.spec,
+            ids=params,
+            caller=caller,
+            object_id=object_id,
+            body=body,
+            params=req.query,
+            if_match=parse_etag("If-Match", req.headers.get("if-match")),
+            if_none_match=parse_etag("If-None-Match", req.headers.get("if-none-match")),
+            content_type=media_type(req.headers.get("content-type")) or "application/json",
+            response_behavior=req.headers.get("response-behavior", "full"),
+        )
+
+    def _resource_response(self, req: WebRequest, outcome: Outcome, head: bool) -> WebResponse:
+        headers = etag_headers(outcome.timestamp)
+        if req.method in ("GET", "HEAD"):
+            headers["Cache-Control"] = "no-cache, no-store"
+        if outcome.total is not None:
+            headers["Total-Objects"] = headers["Total-Records"] = str(outcome.total)
+        if outcome.next_token is not None:
+            from nuages.core.pagination import next_page_url
+
+            token, limit = outcome.next_token
+            url = self.base_url(req) + req.path
+            headers["Next-Page"] = next_page_url(url, req.query, limit, token)
+        if outcome.alert:
+            headers["Alert"] = orjson.dumps({
+                "code": "soft-eol",
+                "message": "_to is now deprecated, you should use _before instead",
+                "url": "https://kinto.readthedocs.io/en/2.4.0/api/resource.html"
+                       "#list-of-available-url-parameters",
+            }).decode()
+        return WebResponse(outcome.status, None if head else outcome.body, headers)
+
+    def _plural_handler(self, spec: ResourceSpec) -> Handler:
+        async def handler(req: WebRequest, params: dict[str, str], tx: Tx | None) -> WebResponse:
+            route = self._route_for(spec, plural=True)
+            body = self.parse_body(req, route)
+            user_id = self.authenticate(req)
+            write = req.method not in ("GET", "HEAD")
+            async with self.transaction(tx, write=write) as t:
+                caller = await load_caller(t.permission, user_id)
+                call = self._call(req, route, params, body, caller)
+                if req.method in ("GET", "HEAD"):
+                    outcome = await self.service.get_list(t, call, head=req.method == "HEAD")
+                elif req.method == "POST":
+                    outcome = await self.service.post_list(t, call)
+                else:
+                    outcome = await self.service.delete_list(t, call)
+            return self._resource_response(req, outcome, req.method == "HEAD")
+
+        return handler
+
+    def _object_handler(self, spec: ResourceSpec) -> Handler:
+        async def handler(req: WebRequest, params: dict[str, str], tx: Tx | None) -> WebResponse:
+            route = self._route_for(spec, plural=False)
+            body = self.parse_body(req, route)
+            user_id = self.authenticate(req)
+            write = req.method not in ("GET", "HEAD")
+            async with self.transaction(tx, write=write) as t:
+                caller = await load_caller(t.permission, user_id)
+                call = self._call(req, route, params, body, caller)
+                if req.method in ("GET", "HEAD"):
+                    fields = _fields(req.query)
+                    outcome = await self.service.get_object(t, call, fields=fields)
+                elif req.method == "PUT":
+                    outcome = await self.service.put_object(t, call)
+                elif req.method == "PATCH":
+                    outcome = await self.service.patch_object(t, call)
+                else:
+                    lm = _last_modified_param(req.query)
+                    outcome = await self.service.delete_object(t, call, last_modified=lm)
+            return self._resource_response(req, outcome, req.method == "HEAD")
+
+        return handler
+
+    def _route_for(self, spec: ResourceSpec, *, plural: bool) -> Route:
+        for route in self.routes:
+            if route.spec is spec and route.plural == plural:
+                return route
+        raise LookupError(spec.name)  # pragma: no cover
+
+
+def _accepts_json(accept: str) -> bool:
+    for part in accept.split(","):
+        mt = media_type(part)
+        if mt in ("*/*", "application/*", "application/json") or mt is None:
+            return True
+    return False
+
+
+def _fields(query: list[tuple[str, str]]) -> tuple[str, ...] | None:
+    for name, value in query:
+        if name == "_fields":
+            return tuple(f.strip() for f in value.split(",") if f.strip())
+    return None
+
+
+def _last_modified_param(query: list[tuple[str, str]]) -> int | None:
+    for name, value in query:
+        if name == "last_modified":
+            ts = parse_timestamp("last_modified", value)
+            return int(ts) if ts is not None else None
+    return None

@@ -1,0 +1,87 @@
+"""Framework-free request/response values that the dispatcher and batch exchange."""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from nuages.core import errors
+from nuages.web.errors import INVALID_PARAMETERS, envelope, from_error
+
+_ABSENT = object()
+
+
+@dataclass(slots=True)
+class WebRequest:
+    method: str
+    path: str  # decoded, with the /v1 prefix
+    query: list[tuple[str, str]]
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes = b""
+    base_url: str = "http://localhost"  # scheme://host[:port]
+    client: str | None = None
+
+
+@dataclass(slots=True)
+class WebResponse:
+    status: int
+    data: Any = None  # a JSON-serialisable value; None means no body
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None  # pre-encoded body, when data is not used
+
+    def body_bytes(self) -> bytes:
+        if self.raw is not None:
+            return self.raw
+        if self.data is None:
+            return b""
+        return orjson.dumps(self.data)
+
+
+def http_date(timestamp_ms: int) -> str:
+    return email.utils.formatdate(timestamp_ms / 1000, usegmt=True)
+
+
+def etag_headers(timestamp: int | None) -> dict[str, str]:
+    if timestamp is None:
+        return {}
+    return {"ETag": f'"{timestamp}"', "Last-Modified": http_date(timestamp)}
+
+
+def error_response(exc: errors.Error) -> WebResponse:
+    if isinstance(exc, errors.NotModified):
+        return WebResponse(304, None, etag_headers(exc.timestamp))
+    status, body = from_error(exc)
+    headers: dict[str, str] = {}
+    if isinstance(exc, errors.PreconditionFailed | errors.NotModified):
+        headers.update(etag_headers(exc.timestamp))
+    return WebResponse(status, body, headers)
+
+
+def validation_response(
+    status: int, location: str, name: str | None, description: str, *, error: str | None = None
+) -> WebResponse:
+    exc = errors.ValidationError(
+        description, location=location, name=name, status=status,
+        error=error or "Invalid parameters",
+    )
+    return WebResponse(status, from_error(exc)[1])
+
+
+def plain_error(status: int, errno: int, message: str | None, **kwargs: Any) -> WebResponse:
+    return WebResponse(status, envelope(status, errno, message=message, **kwargs))
+
+
+__all__ = [
+    "INVALID_PARAMETERS",
+    "WebRequest",
+    "WebResponse",
+    "error_response",
+    "etag_headers",
+    "http_date",
+    "plain_error",
+    "validation_response",
+]

@@ -1,0 +1,256 @@
+"""Utility endpoints: root, heartbeats, version, OpenAPI, contribute.json, flush, permissions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+import nuages
+from nuages.core.authorization import load_caller
+from nuages.core.objects import Comparison
+from nuages.core.pagination import decode_token, effective_limit, encode_token, next_page_url
+from nuages.core.querystring import parse_list_params, project
+from nuages.core import filtering
+from nuages.web.messages import WebRequest, WebResponse, etag_headers
+
+if TYPE_CHECKING:
+    from nuages.backends import Backends
+    from nuages.web.dispatch import Dispatcher
+
+CAPABILITIES = {
+    "basicauth": {
+        "description": "Very basic authentication sessions. Not for production use.",
+        "url": "http://kinto.readthedocs.io/en/stable/api/1.x/authentication.html",
+    },
+    "flush_endpoint": {
+        "description": "The __flush__ endpoint can be used to remove all data from all backends.",
+        "url": "https://kinto.readthedocs.io/en/latest/api/1.x/flush.html",
+    },
+    "permissions_endpoint": {
+        "description": "The permissions endpoint can be used to list all user objects "
+        "permissions.",
+        "url": "https://kinto.readthedocs.io/en/latest/configuration/settings.html"
+        "#activating-the-permissions-endpoint",
+    },
+}
+
+PERMISSIONS_FIELDS = frozenset(
+    {"uri", "resource_name", "id", "bucket_id", "collection_id", "group_id", "record_id"}
+)
+
+# Within one object, a permission implies others (protocol/09 §7).
+IMPLIED = {
+    "bucket": {"write": ("read", "collection:create", "group:create", "read:attributes"),
+               "read": ("read:attributes",), "collection:create": ("read:attributes",),
+               "group:create": ("read:attributes",)},
+    "collection": {"write": ("read", "record:create", "read:attributes"),
+                   "read": ("read:attributes",), "record:create": ("read:attributes",)},
+    "group": {"write": ("read",)},
+    "record": {"write": ("read",)},
+}
+LEVELS = {"buckets": "bucket", "collections": "collection", "groups": "group",
+          "records": "record"}
+
+
+def flush_enabled(settings: Any) -> bool:
+    return "flush" in settings.plugins and settings.flush_endpoint_enabled
+
+
+class Utility:
+    def __init__(self, dispatcher: Dispatcher, backends: Backends) -> None:
+        self.d = dispatcher
+        self.backends = backends
+        self._version: dict[str, Any] | None = None
+        self._openapi: dict[str, Any] | None = None
+
+    def register(self) -> None:
+        d, s = self.d, self.d.settings
+        d.add("root", "/", ("GET",), self.root)
+        d.add("batch", "/batch", ("POST",), self.batch)
+        d.add("heartbeat", "/__heartbeat__", ("GET",), self.heartbeat)
+        d.add("lbheartbeat", "/__lbheartbeat__", ("GET",), self.lbheartbeat)
+        d.add("version", "/__version__", ("GET",), self.version)
+        d.add("api", "/__api__", ("GET",), self.openapi)
+        d.add("contribute", "/contribute.json", ("GET",), self.contribute)
+        if flush_enabled(s):
+            d.add("flush", "/__flush__", ("POST",), self.flush)
+        if s.experimental_permissions_endpoint:
+            d.add("permissions", "/permissions", ("GET",), self.permissions, plural=True)
+
+    async def root(self, req: WebRequest, params: dict[str, str], tx: Any) -> WebResponse:
+        s = self.d.settings
+        capabilities = {}
+        if "basicauth" in s.auth:
+            capabilities["basicauth"] = CAPABILITIES["basicauth"]
+        if flush_enabled(s):
+            capabilities["flush_endpoint"] = CAPABILITIES["flush_endpoint"]
+        if s.experimental_permissions_endpoint:
+            capabilities["permissions_endpoint"] = CAPABILITIES["permissions_endpoint"]
+        body: dict[str, Any] = {
+            "project_name": s.project_name,
+            "project_version": nuages.__version__,
+            "http_api_version": nuages.HTTP_API_VERSION,
+            "project_docs": s.project_docs,
+            "url": f"{self.d.base_url(req)}{self.d.prefix}/",
+            "settings": {
+                "batch_max_requests": s.batch_max_requests or None,
+                "readonly": s.readonly,
+                "explicit_permissions": s.explicit_permissions,
+            },
+            "capabilities": capabilities,
+        }
+        if s.eos is not None:
+            body["eos"] = s.eos.isoformat()
+        user_id = self.d.authenticate(req)
+        if user_id is not None:
+            async with self.d.transaction(tx, write=False) as t:
+                caller = await load_caller(t.permission, user_id)
+            body["user"] = {"id": user_id, "principals": list(caller.principals)}
+        headers = {}
+        if s.readonly:
+            headers["Cache-Control"] = "max-age=86400"
+        return WebResponse(200, body, headers)
+
+    async def batch(self, req: WebRequest, params: dict[str, str], tx: Any) -> WebResponse:
+        from nuages.web.batch import run_batch
+
+        route = self.d.match("/batch")
+        assert route is not None
+        return await run_batch(self.d, req, route[0])
+
+    async def heartbeat(self, req: WebRequest, params: dict[str, str], tx: Any) -> WebResponse:
+        timeout = self.d.settings.heartbeat_timeout_seconds
+
+        async def check(backend: Any) -> bool:
+            try:
+                return bool(await asyncio.wait_for(backend.ping(), timeout))
+            except Exception:  # noqa: BLE001 - a failing check is reported, not raised
+                return False
+
+        names = ("storage", "permission", "cache")
+        results = await asyncio.gather(
+            *(check(getattr(self.backends, n)) for n in names)
+        )
+        body = dict(zip(names, results, strict=True))
+        return WebResponse(200 if all(results) else 503, body)
+
+    async def lbheartbeat(self, req: WebRequest, params: dict[str, str], tx: Any) -> WebResponse:
+        return WebResponse(200, {})
+
+    async def version(self, req: WebRequest, params: dict[str, str], tx: Any) -> WebResponse:
+        if self._version is None:
+            path = self.d.settings.version_json_path
+            if os.path.exists(path):
+                with open(path, encoding="utf-8") as f:
+                    self._version = json.load(f)
+            else:
+                self._version = {
+                    "name": "nuages",
+                    "version": nuages.__version__,
+                    "source": "https://github.com/nuages/nuages",
+                    "commit": os.environ.get("NUAGES_COMMIT", "unknown"),
+                }
+        return WebResponse(200, self._version)
+
+    async def openapi(self, req: WebRequest, params: dict[str, str], tx: Any) -> WebResponse:
+        from nuages.web.openapi import build_openapi
+
+        if self._openapi is None:
+            self._openapi = build_openapi(self.d)
+        return WebResponse(200, self._openapi)
+
+    async def contribute(self, req: WebRequest, params: dict[str, str], tx: Any) -> WebResponse:
+        return WebResponse(200, {
+            "name": "Nuages",
+            "description": "Store JSON and keep it in sync across devices.",
+            "repository": {"url": "https://github.com/nuages/nuages", "license": "Apache-2.0",
+                           "tests": "https://github.com/nuages/nuages/actions"},
+            "participate": {"home": "https://github.com/nuages/nuages",
+                            "docs": self.d.settings.project_docs},
+            "bugs": {"list": "https://github.com/nuages/nuages/issues",
+                     "report": "https://github.com/nuages/nuages/issues/new"},
+            "keywords": ["python", "json", "sync", "kinto"],
+        })
+
+    async def flush(self, req: WebRequest, params: dict[str, str], tx: Any) -> WebResponse:
+        for backend in (self.backends.storage, self.backends.permission, self.backends.cache):
+            await backend.flush()
+        return WebResponse(202, {})
+
+    async def permissions(self, req: WebRequest, params: dict[str, str], tx: Any) -> WebResponse:
+        s = self.d.settings
+        user_id = self.d.authenticate(req)
+        async with self.d.transaction(tx, write=False) as t:
+            caller = await load_caller(t.permission, user_id)
+            readers = s.principals_for("permissions", "read")
+            if not set(caller.principals) & set(readers):
+                from nuages.core.errors import Forbidden, Unauthorized
+
+                raise Forbidden() if caller.authenticated else Unauthorized()
+            perms = sorted({p for tree in IMPLIED.values() for p in tree}
+                           | {"read", "write", "collection:create", "group:create",
+                              "record:create"})
+            acl = await t.permission.get_accessible_objects(
+                caller.principals, [("*", p) for p in perms])
+        entries = [e for e in (_entry(uri, held) for uri, held in acl.items()) if e]
+        root = [p for p in ("bucket:create",)
+                if set(caller.principals) & set(s.principals_for("bucket", "create"))]
+        if root:
+            entries.append({"uri": "/", "resource_name": "root", "permissions": root})
+        return self._list_entries(req, entries)
+
+    def _list_entries(self, req: WebRequest, entries: list[dict[str, Any]]) -> WebResponse:
+        from nuages.core.objects import Filter
+
+        query = [(k, v) for k, v in req.query
+                 if k not in ("_since", "_before", "_to") and k.lstrip("_") != "last_modified"
+                 and not k.endswith("_last_modified")]
+        params = parse_list_params(query, known_fields=PERMISSIONS_FIELDS)
+        filters = [f for f in params.filters if f.field != "last_modified"]
+        sorting = [s for s in params.sorting if s.field != "last_modified"]
+        from nuages.core.objects import Sort
+
+        sorting.append(Sort("uri", -1))
+        found = [e for e in entries if filtering.matches_all(e, filters)]
+        found = list(filtering.sort_objects(found, sorting))
+        headers = {"ETag": '"0"'}
+        if req.method == "HEAD":
+            headers["Total-Objects"] = headers["Total-Records"] = str(len(found))
+            return WebResponse(200, None, headers)
+        s = self.d.settings
+        limit = effective_limit(params.limit, s.paginate_by, s.storage_max_fetch_size)
+        offset = 0
+        if params.token is not None:
+            keyset, _, offset = decode_token(params.token, sorting)
+            found = [e for e in found if filtering.after_keyset(e, sorting, keyset)]
+        page = found[:limit]
+        if len(found) > limit:
+            token = encode_token(page[-1], sorting, offset + limit)
+            url = self.d.base_url(req) + req.path
+            headers["Next-Page"] = next_page_url(url, req.query, limit, token)
+        if params.fields:
+            page = [project(e, params.fields) for e in page]
+        del Filter, Comparison
+        return WebResponse(200, {"data": page}, headers)
+
+
+def _entry(uri: str, held: set[str]) -> dict[str, Any] | None:
+    parts = uri.strip("/").split("/")
+    if len(parts) % 2 or not parts or any(p not in LEVELS for p in parts[::2]):
+        return None
+    entry: dict[str, Any] = {"uri": uri}
+    for plural, oid in zip(parts[::2], parts[1::2], strict=True):
+        entry[f"{LEVELS[plural]}_id"] = oid
+    name = LEVELS[parts[-2]]
+    entry["resource_name"] = name
+    entry["id"] = parts[-1]
+    expanded = set(held)
+    for perm in held:
+        expanded.update(IMPLIED.get(name, {}).get(perm, ()))
+    entry["permissions"] = sorted(expanded)
+    return entry
+
+
+__all__ = ["Utility", "etag_headers"]
