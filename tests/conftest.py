@@ -1,0 +1,71 @@
+"""Shared fixtures: the real ASGI app driven over HTTP with httpx, on every local backend."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from nuages.settings import Settings
+from nuages.web.app import create_app
+
+ALICE = ("alice", "secret")
+BOB = ("bob", "secret")
+
+# The storage backends every HTTP test runs on. NUAGES_TEST_BACKENDS=memory narrows it.
+BACKENDS = os.environ.get("NUAGES_TEST_BACKENDS", "memory,sqlite").split(",")
+
+AppFactory = Callable[..., Any]
+
+
+def _storage_url(backend: str, tmp_path: Path) -> str:
+    if backend == "memory":
+        return "memory://"
+    return f"sqlite:///{tmp_path / 'nuages.db'}"
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_client(backend: str, tmp_path: Path) -> AppFactory:
+    """``async with make_client(paginate_by=2) as client:`` — a client on a fresh app.
+
+    Keyword arguments are settings; the default enables the flush plugin.
+    """
+
+    @asynccontextmanager
+    async def factory(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+        values: dict[str, Any] = {"storage_url": _storage_url(backend, tmp_path)}
+        values.update(overrides)
+        settings = Settings.load(env={}, **values)
+        app = create_app(settings, migrate=True)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://testserver", auth=ALICE
+            ) as client:
+                client.app = app  # type: ignore[attr-defined]
+                yield client
+
+    return factory
+
+
+@pytest.fixture
+async def client(make_client: AppFactory) -> AsyncIterator[httpx.AsyncClient]:
+    """A client authenticated as alice (basicauth) on a fresh app."""
+    async with make_client() as c:
+        yield c
+
+
+def userid(credentials: tuple[str, str], secret: str = "") -> str:
+    from nuages.core.authorization import basicauth_userid
+
+    return basicauth_userid(secret, f"{credentials[0]}:{credentials[1]}")
