@@ -65,13 +65,17 @@ def validate_group(data: JSONObject, old: JSONObject | None, given: bool) -> JSO
     members = data.get("members")
     if "members" not in data:
         return data
-    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+    if not isinstance(members, list):
         raise ValidationError(f"{members!r} is not iterable", location="body",
                               name="data.members")
-    for member in members:
+    # Errors name the offending entry, "data.members.<index>", as Kinto does.
+    for index, member in enumerate(members):
+        if not isinstance(member, str):
+            raise ValidationError(f"{member!r} is not a string", location="body",
+                                  name=f"data.members.{index}")
         if member == EVERYONE or member.startswith("/buckets/"):
             raise ValidationError(f"'{member}' is not a valid user ID.", location="body",
-                                  name="data.members")
+                                  name=f"data.members.{index}")
     return data
 
 

@@ -57,9 +57,10 @@ class ValidationError(Error):
     @property
     def message(self) -> str:
         first = sorted(self.details, key=lambda d: d.name or "")[0]
-        if first.name and first.name in first.description:
+        # protocol/08 §1: a name (even "") contained in the description → the description alone.
+        if first.name is not None and first.name in first.description:
             return first.description
-        if first.name:
+        if first.name is not None:
             return f"{first.name} in {first.location}: {first.description}"
         return f"{first.location}: {first.description}"
 

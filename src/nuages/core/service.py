@@ -117,11 +117,29 @@ class Service:
         self, tx: Tx, call: Call, perm: str, uris: Mapping[str, str], *, setting: str | None = None
     ) -> bool:
         """Whether the caller holds ``<resource>:<perm>`` on the object whose chain is `uris`."""
-        granted = self.config.principals.get(f"{call.spec.name}:{setting or perm.split(':')[0]}", ())
-        if intersects(call.caller.principals, granted):
+        key = f"{call.spec.name}:{perm}"
+        if self._granted_by_settings(call, key, setting or perm.split(":")[0]):
             return True
-        bound = bound_permissions(self.tree, f"{call.spec.name}:{perm}", uris)
+        bound = bound_permissions(self.tree, key, uris)
         return bool(bound) and await tx.permission.check_permission(call.caller.principals, bound)
+
+    def _granted_by_settings(self, call: Call, key: str, perm: str) -> bool:
+        """Settings grants, as Kinto's ``RouteFactory.check_permission`` (protocol/06 §3).
+
+        Every permission that grants `key` in the tree is looked up as a setting keyed by the
+        resource type *of the request*: reading a record consults ``record:read`` and
+        ``record:write``, creating one ``record:create`` and ``record:write``.
+        """
+        resource = call.spec.name
+        names = {f"{resource}:{perm}"}
+        for perms in self.tree.get(key, {}).values():
+            for granting in perms:
+                if ":" not in granting:
+                    names.add(f"{resource}:{granting}")
+                elif granting.startswith(f"{resource}:"):
+                    names.add(granting)
+        principals = self.config.principals
+        return any(intersects(call.caller.principals, principals.get(n, ())) for n in names)
 
     def _deny(self, call: Call) -> Exception:
         return Forbidden() if call.caller.authenticated else Unauthorized()
@@ -141,11 +159,11 @@ class Service:
     async def _allowed_on_parent(self, tx: Tx, call: Call, perm: str) -> bool:
         """``read`` / ``write`` of the parent (list access), settings keyed by the request's type."""
         spec = call.spec
-        granted = self.config.principals.get(f"{spec.name}:{perm}", ())
-        if intersects(call.caller.principals, granted):
-            return True
         if spec.parent is None:
-            return False
+            return intersects(call.caller.principals, self.config.principals.get(
+                f"{spec.name}:{perm}", ()))
+        if self._granted_by_settings(call, self._parent_key(spec, perm), perm):
+            return True
         uris = spec.parent.level_uris(call.ids, call.ids[spec.parent.name])
         bound = bound_permissions(self.tree, self._parent_key(spec, perm), uris)
         return bool(bound) and await tx.permission.check_permission(call.caller.principals, bound)
@@ -279,7 +297,8 @@ class Service:
         else:
             await self._require(tx, call, "write", uris)
         data, perms = self._parse_body(call)
-        self._check_permissions(spec, perms)
+        # A null principal list counts as absent (Kinto drops it), here as in PATCH.
+        self._check_permissions(spec, perms, nulls=True)
         await self._check_preconditions(tx, call, existing, uris)
         if existing is None and not spec.parent_must_exist:
             await self._parent_exists(tx, call)
@@ -311,6 +330,11 @@ class Service:
                 existing=existing,
             )
         except PreconditionFailed as exc:
+            if existing is None:
+                # Missing target: the 412 carries the list's timestamp, as Kinto's does.
+                exc.timestamp = await tx.storage.resource_timestamp(
+                    call.spec.name, call.spec.parent_uri(call.ids)
+                )
             # Never disclose an object the caller may not read (protocol/12 §C).
             if exc.existing is not None and not await self._allowed(
                 tx, call, self._read_key(call.spec), uris
@@ -408,7 +432,7 @@ class Service:
             )
         replace: dict[str, Any] = {}
         for key in spec.permissions:
-            value = perms.get(key, ())
+            value = perms.get(key, {})
             principals = list(value) if isinstance(value, dict | list) else None
             if principals is None or not all(isinstance(p, str) for p in principals):
                 raise ValidationError(
@@ -516,25 +540,26 @@ class Service:
             await self._parent_exists(tx, call)
         parent_uri = spec.parent_uri(call.ids)
         body = call.body if isinstance(call.body, dict) else {}
-        given = body.get("data") if isinstance(body.get("data"), dict) else {}
+        data_given = body.get("data")
+        given: JSONObject = data_given if isinstance(data_given, dict) else {}
         object_id = given.get("id")
         existing = None
-        if object_id is not None:
+        if "id" in given:  # even `"id": null` is an invalid id (protocol/02 §3)
             if not isinstance(object_id, str) or not spec.is_valid_id(object_id):
                 raise InvalidObjectId()
             existing = await tx.storage.get(spec.name, parent_uri, object_id)
         if existing is not None:
             uris = spec.level_uris(call.ids, object_id)
             await self._require(tx, call, self._read_key(spec), uris)
+            # The body shape is validated even though nothing is written (protocol/03 §11).
+            self._check_permissions(spec, self._parse_body(call)[1], nulls=True)
             await self._check_preconditions(tx, call, existing, uris)
             acl = await tx.permission.get_object_permissions(uris[spec.name])
             return Outcome(200, self._annotate(call, existing, acl), existing["last_modified"])
         await self._require(tx, call, "create", spec.level_uris(call.ids, None))
         data, perms = self._parse_body(call)
-        self._check_permissions(spec, perms)
-        preconditions.check(
-            current=None, if_match=call.if_match, if_none_match=call.if_none_match, read=False
-        )
+        self._check_permissions(spec, perms, nulls=True)
+        await self._check_preconditions(tx, call, None, {})
         if not spec.parent_must_exist:
             await self._parent_exists(tx, call)
         object_id = object_id or spec.generate_id()

@@ -19,7 +19,7 @@ from nuages.core.service import Service, ServiceConfig
 from nuages.settings import Settings
 from nuages.web import errors as werr
 from nuages.web.dispatch import Dispatcher
-from nuages.web.messages import WebRequest, WebResponse, plain_error, validation_response
+from nuages.web.messages import WebRequest, WebResponse, plain_error
 from nuages.web.utility import Utility
 
 log = logging.getLogger("nuages")
@@ -82,26 +82,34 @@ def create_app(settings: Settings | None = None, *, migrate: bool = False) -> St
     backends = backends_mod.open_backends(settings)
     dispatcher = build_dispatcher(settings, backends)
 
+    def early(request: Request, response: WebResponse) -> Response:
+        """A response decided before the dispatcher: still gets security/CORS headers."""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in request.scope["headers"]}
+        dispatcher._finish(WebRequest(request.method, "", [], headers), None, response)
+        return _to_response(response)
+
     async def endpoint(request: Request) -> Response:
         scope = request.scope
         try:
             path = unquote_to_bytes(scope.get("raw_path") or scope["path"].encode()).decode()
         except UnicodeDecodeError:
-            return _to_response(validation_response(400, "path", None, "Invalid URL path.",
-                                                    error="Bad Request"))
+            # Kinto's plain http_error: the message alone, no details (protocol/08 §1).
+            return early(request, plain_error(400, werr.INVALID_PARAMETERS, "Invalid URL path.",
+                                              error="Bad Request"))
         path = path.split("?", 1)[0]
         try:
             query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True,
                               encoding="utf-8", errors="strict")
         except UnicodeDecodeError:
-            return _to_response(validation_response(400, "querystring", None,
-                                                    QUERY_ENCODING_ERROR, error="Bad Request"))
+            return early(request, plain_error(400, werr.INVALID_PARAMETERS, QUERY_ENCODING_ERROR,
+                                              error="Bad Request"))
         body = await _read_body(request, settings.max_request_body_bytes)
         if body is None:
             limit = settings.max_request_body_bytes
             response = plain_error(413, werr.REQUEST_TOO_LARGE,
                                    f"Request body is larger than {limit} bytes")
-            return _to_response(response)
+            return early(request, response)
         host = request.headers.get("host") or "localhost"
         web_request = WebRequest(
             method=request.method,

@@ -135,9 +135,13 @@ async def _one(
             sub_body = orjson.loads(raw) if raw else ""
         except orjson.JSONDecodeError:
             sub_body = raw.decode("utf-8", "replace")
+    sub_headers = dict(response.headers)
+    if response.status != 304:
+        # "every header of the sub-response" (protocol/07 §3), as a standalone request gets it.
+        sub_headers.setdefault("Content-Type", "application/json")
     return {
         "status": response.status,
         "path": request.path,
-        "headers": response.headers,
+        "headers": sub_headers,
         "body": sub_body,
     }

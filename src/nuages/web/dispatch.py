@@ -15,6 +15,7 @@ import fnmatch
 import logging
 import random
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from nuages.web.messages import (
     WebResponse,
     error_response,
     etag_headers,
+    http_date,
     plain_error,
     validation_response,
 )
@@ -122,6 +124,14 @@ class Dispatcher:
         self.add(f"{spec.name}-object", object_template, ("GET", "PUT", "PATCH", "DELETE"),
                  self._object_handler(spec), spec=spec, content_types=PATCH_TYPES)
 
+    def _route_of(self, path: str) -> Route | None:
+        """The route a full ``/v1/...`` path addresses, if any."""
+        m = _VERSION_PREFIX.match(path)
+        if m is None or m.group(1) != "1" or m.group(2) is None:
+            return None
+        found = self.match(m.group(2))
+        return found[0] if found is not None else None
+
     def match(self, path: str) -> tuple[Route, dict[str, str]] | None:
         for route in self.routes:
             m = route.pattern.match(path)
@@ -142,12 +152,17 @@ class Dispatcher:
         try:
             route, response = await self._dispatch(req, tx)
         except errors.Error as exc:
+            # 304, 4xx raised by the handler: still the route's exposed headers (protocol/08 §4).
+            route = self._route_of(req.path)
             response = error_response(exc)
         except Exception:  # noqa: BLE001 - anything else is our bug: 500, logged
             log.exception("unhandled error on %s %s", req.method, req.path)
+            route = self._route_of(req.path)
             response = plain_error(500, werr.UNDEFINED, werr.MESSAGES[500],
                                    info=self.settings.error_info_link)
         self._finish(req, route, response)
+        if req.method == "HEAD":
+            response.data = response.raw = None
         return response
 
     def _eos(self) -> tuple[str, bool] | None:
@@ -179,15 +194,11 @@ class Dispatcher:
                                      "The requested API version is not available on this server.")
         rest = m.group(2)
         if rest is None:
-            return None, self._redirect(req, self.prefix + "/")
+            return None, self._slash_redirect(req, self.prefix + "/")
         found = self.match(rest)
         if found is None:
             if rest.endswith("/") and rest != "/" and s.trailing_slash_redirect_enabled:
-                response = self._redirect(req, self.prefix + rest.rstrip("/"))
-                ttl = s.trailing_slash_redirect_ttl_seconds
-                if ttl >= 0:
-                    response.headers["Cache-Control"] = f"max-age={ttl}" if ttl else "no-cache"
-                return None, response
+                return None, self._slash_redirect(req, self.prefix + rest.rstrip("/"))
             return None, plain_error(404, werr.MISSING_RESOURCE, werr.MESSAGES[404])
         route, params = found
         if s.readonly and req.method not in ("GET", "HEAD", "OPTIONS"):
@@ -199,7 +210,7 @@ class Dispatcher:
             return route, validation_response(400, "header", "Origin", f"{origin} not allowed")
         if req.method not in route.methods:
             response = plain_error(405, werr.METHOD_NOT_ALLOWED, werr.MESSAGES[405])
-            response.headers["Allow"] = ", ".join(route.methods)
+            response.headers["Allow"] = ", ".join((*route.methods, "OPTIONS"))
             return route, response
         if route.is_resource:
             accept = req.headers.get("accept")
@@ -217,22 +228,37 @@ class Dispatcher:
             location += "?" + urlencode(req.query)
         return WebResponse(307, None, {"Location": location})
 
+    def _slash_redirect(self, req: WebRequest, path: str) -> WebResponse:
+        """A trailing-slash redirect (``/v1`` → ``/v1/`` too), cacheable (protocol/01 §2)."""
+        response = self._redirect(req, path)
+        ttl = self.settings.trailing_slash_redirect_ttl_seconds
+        if ttl > 0:
+            response.headers["Cache-Control"] = f"max-age={ttl}"
+            response.headers["Expires"] = http_date(int((time.time() + ttl) * 1000))
+        elif ttl == 0:
+            response.headers["Cache-Control"] = "no-cache"
+        return response
+
     def _origin_allowed(self, origin: str) -> bool:
         return any(fnmatch.fnmatchcase(origin, p) for p in self.settings.cors_origins)
 
     def _preflight(self, req: WebRequest, route: Route) -> WebResponse:
         origin = req.headers.get("origin")
         method = req.headers.get("access-control-request-method")
-        if origin is None or not self._origin_allowed(origin):
+        if origin is None:
+            return validation_response(400, "header", "Origin", "this header is mandatory")
+        if not self._origin_allowed(origin):
             return validation_response(400, "header", "Origin", f"{origin} not allowed")
         if method is None or method not in route.methods:
             return validation_response(400, "header", "Access-Control-Request-Method",
                                        f"Method not allowed: {method}")
         requested = [h.strip() for h in req.headers.get("access-control-request-headers", "")
                      .split(",") if h.strip()]
-        allowed_headers = list(dict.fromkeys([*self._exposed(route, method), *requested]))
+        # Every header the route exposes, whatever the method (Total-* of HEAD included).
+        exposed = [h for m in route.methods for h in self._exposed(route, m)]
+        allowed_headers = list(dict.fromkeys([*exposed, *requested]))
         headers = {
-            "Access-Control-Allow-Methods": ",".join(route.methods),
+            "Access-Control-Allow-Methods": ",".join((*route.methods, "OPTIONS")),
             "Access-Control-Allow-Headers": ",".join(allowed_headers),
         }
         if self.settings.cors_max_age_seconds is not None:
@@ -240,7 +266,8 @@ class Dispatcher:
         return WebResponse(200, None, headers, raw=b"null")
 
     def _exposed(self, route: Route | None, method: str) -> tuple[str, ...]:
-        if route is None or not route.is_resource:
+        # Plural utility lists (GET /permissions) paginate like resources: expose Next-Page etc.
+        if route is None or not (route.is_resource or route.plural):
             return DEFAULT_EXPOSED
         if route.plural and method == "HEAD":
             return (*DEFAULT_EXPOSED, *READ_EXPOSED, *COUNT_EXPOSED)
@@ -293,8 +320,7 @@ class Dispatcher:
             return None
         allowed = route.content_types if req.method == "PATCH" else ("application/json",)
         if ctype is not None and ctype not in allowed:
-            if not req.body and req.method != "PATCH":
-                return None
+            # Only an *absent* Content-Type is accepted besides JSON, body or not (protocol/01 §3).
             names = ", ".join(f"'{c}'" for c in allowed)
             raise errors.ValidationError(
                 f"Content-Type header should be one of [{names}]",
@@ -308,11 +334,12 @@ class Dispatcher:
         try:
             body = orjson.loads(req.body)
         except orjson.JSONDecodeError as exc:
-            raise errors.ValidationError(f"Invalid JSON: {exc}", location="body", name=None) \
+            # name "" as Kinto: the message is then the bare description (protocol/08 §1).
+            raise errors.ValidationError(f"Invalid JSON: {exc}", location="body", name="") \
                 from None
         if not isinstance(body, dict | list):
             raise errors.ValidationError("Should be a JSON object or an array",
-                                         location="body", name=None)
+                                         location="body", name="")
         if not json_depth_ok(body, self.settings.max_json_depth):
             raise errors.ValidationError(
                 f"JSON nested deeper than {self.settings.max_json_depth} levels",

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import nuages
-from nuages.core.authorization import load_caller
-from nuages.core.objects import Comparison
-from nuages.core.pagination import decode_token, effective_limit, encode_token, next_page_url
-from nuages.core.querystring import parse_list_params, project
 from nuages.core import filtering
-from nuages.web.messages import WebRequest, WebResponse, etag_headers
+from nuages.core.authorization import load_caller
+from nuages.core.errors import PreconditionFailed
+from nuages.core.pagination import decode_token, effective_limit, encode_token, next_page_url
+from nuages.core.preconditions import parse_etag
+from nuages.core.querystring import parse_list_params, project
+from nuages.web.messages import WebRequest, WebResponse, etag_headers, http_date
 
 if TYPE_CHECKING:
     from nuages.backends import Backends
@@ -110,7 +113,9 @@ class Utility:
             body["user"] = {"id": user_id, "principals": list(caller.principals)}
         headers = {}
         if s.readonly:
+            # Kinto's root_cache_expires_seconds default (protocol/08 §3): max-age and Expires.
             headers["Cache-Control"] = "max-age=86400"
+            headers["Expires"] = http_date(int((time.time() + 86400) * 1000))
         return WebResponse(200, body, headers)
 
     async def batch(self, req: WebRequest, params: dict[str, str], tx: Any) -> WebResponse:
@@ -126,7 +131,7 @@ class Utility:
         async def check(backend: Any) -> bool:
             try:
                 return bool(await asyncio.wait_for(backend.ping(), timeout))
-            except Exception:  # noqa: BLE001 - a failing check is reported, not raised
+            except Exception:
                 return False
 
         names = ("storage", "permission", "cache")
@@ -194,16 +199,23 @@ class Utility:
                               "record:create"})
             acl = await t.permission.get_accessible_objects(
                 caller.principals, [("*", p) for p in perms])
+            granted = _granted_by_settings(s.principals, caller.principals)
+            for uri, held in (await _every_object(t, granted)).items():
+                acl.setdefault(uri, set()).update(held)
+            # Entries have no timestamp; the ETag is a stable one of this scope (protocol/09 §7).
+            timestamp = await t.storage.resource_timestamp("permission", "")
+        if_match = parse_etag("If-Match", req.headers.get("if-match"))
+        if isinstance(if_match, int) and if_match != timestamp:
+            raise PreconditionFailed(timestamp)
         entries = [e for e in (_entry(uri, held) for uri, held in acl.items()) if e]
-        root = [p for p in ("bucket:create",)
-                if set(caller.principals) & set(s.principals_for("bucket", "create"))]
+        root = sorted(granted.get("", ()))
         if root:
             entries.append({"uri": "/", "resource_name": "root", "permissions": root})
-        return self._list_entries(req, entries)
+        return self._list_entries(req, entries, timestamp)
 
-    def _list_entries(self, req: WebRequest, entries: list[dict[str, Any]]) -> WebResponse:
-        from nuages.core.objects import Filter
-
+    def _list_entries(
+        self, req: WebRequest, entries: list[dict[str, Any]], timestamp: int
+    ) -> WebResponse:
         query = [(k, v) for k, v in req.query
                  if k not in ("_since", "_before", "_to") and k.lstrip("_") != "last_modified"
                  and not k.endswith("_last_modified")]
@@ -215,7 +227,8 @@ class Utility:
         sorting.append(Sort("uri", -1))
         found = [e for e in entries if filtering.matches_all(e, filters)]
         found = list(filtering.sort_objects(found, sorting))
-        headers = {"ETag": '"0"'}
+        headers = etag_headers(timestamp)
+        headers["Cache-Control"] = "no-cache, no-store"  # as any resource read (protocol/08 §3)
         if req.method == "HEAD":
             headers["Total-Objects"] = headers["Total-Records"] = str(len(found))
             return WebResponse(200, None, headers)
@@ -232,8 +245,48 @@ class Utility:
             headers["Next-Page"] = next_page_url(url, req.query, limit, token)
         if params.fields:
             page = [project(e, params.fields) for e in page]
-        del Filter, Comparison
         return WebResponse(200, {"data": page}, headers)
+
+
+_PARENT_TYPE = {"bucket": "", "collection": "bucket", "group": "bucket", "record": "collection"}
+
+
+def _granted_by_settings(
+    settings_principals: Mapping[str, tuple[str, ...]], principals: tuple[str, ...]
+) -> dict[str, set[str]]:
+    """Permissions the caller holds from ``<resource>_<perm>_principals``, by target type.
+
+    ``collection_create_principals`` is ``collection:create`` on every bucket; ``""`` is the
+    root (``bucket:create``), as Kinto's ``allowed_from_settings``.
+    """
+    granted: dict[str, set[str]] = {}
+    for key, allowed in settings_principals.items():
+        resource, _, perm = key.partition(":")
+        if resource not in _PARENT_TYPE or not set(allowed) & set(principals):
+            continue
+        if perm == "create":
+            resource, perm = _PARENT_TYPE[resource], key
+        granted.setdefault(resource, set()).add(perm)
+    return granted
+
+
+async def _every_object(tx: Any, granted: Mapping[str, set[str]]) -> dict[str, set[str]]:
+    """URI → permissions for every bucket, collection and group granted by settings."""
+    from nuages.core.objects import ListQuery
+
+    found: dict[str, set[str]] = {}
+    wanted = [r for r in ("bucket", "collection", "group") if granted.get(r)]
+    if not wanted:
+        return found
+    for bucket in await tx.storage.list("bucket", "", ListQuery(limit=None)):
+        bucket_uri = f"/buckets/{bucket['id']}"
+        if "bucket" in wanted:
+            found[bucket_uri] = set(granted["bucket"])
+        for resource in ("collection", "group"):
+            if resource in wanted:
+                for child in await tx.storage.list(resource, bucket_uri, ListQuery(limit=None)):
+                    found[f"{bucket_uri}/{resource}s/{child['id']}"] = set(granted[resource])
+    return found
 
 
 def _entry(uri: str, held: set[str]) -> dict[str, Any] | None:

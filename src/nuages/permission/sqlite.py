@@ -1,0 +1,205 @@
+"""SQLite permission backend: access control entries and user principals in two tables.
+
+URI patterns ending with ``*`` match by prefix. A prefix match is written as a range of
+the primary key (``prefix <= uri < successor(prefix)``), so it uses the index and needs
+no escaping of LIKE wildcards.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+
+from nuages.core.errors import BackendError
+from nuages.permission.protocol import BoundPermission
+from nuages.sqlite.database import SQLiteDatabase, SQLiteTransaction, SQLParams
+
+
+class SQLitePermissionTransaction:
+    """Permission operations in one transaction of a :class:`SQLiteDatabase`."""
+
+    def __init__(self, tx: SQLiteTransaction) -> None:
+        self._tx = tx
+
+    def _check_writable(self) -> None:
+        if not self._tx.write:
+            raise BackendError("cannot write in a read transaction (open it with write=True)")
+
+    async def get_object_permissions(self, uri: str) -> dict[str, set[str]]:
+        rows = await self._tx.run(
+            lambda conn: conn.execute(
+                "SELECT permission, principal FROM access_control_entries WHERE object_uri = ?",
+                (uri,),
+            ).fetchall()
+        )
+        permissions: dict[str, set[str]] = defaultdict(set)
+        for permission, principal in rows:
+            permissions[permission].add(principal)
+        return dict(permissions)
+
+    async def replace_object_permissions(
+        self, uri: str, permissions: Mapping[str, Iterable[str]]
+    ) -> None:
+        self._check_writable()
+        replaced = [(permission, set(principals)) for permission, principals in permissions.items()]
+
+        def replace(conn: sqlite3.Connection) -> None:
+            for permission, principals in replaced:
+                conn.execute(
+                    "DELETE FROM access_control_entries WHERE object_uri = ? AND permission = ?",
+                    (uri, permission),
+                )
+                conn.executemany(
+                    "INSERT INTO access_control_entries (object_uri, permission, principal)"
+                    " VALUES (?, ?, ?)",
+                    [(uri, permission, principal) for principal in principals],
+                )
+
+        await self._tx.run(replace)
+
+    async def add_principal_to_ace(self, uri: str, permission: str, principal: str) -> None:
+        self._check_writable()
+        await self._tx.run(
+            lambda conn: conn.execute(
+                "INSERT INTO access_control_entries (object_uri, permission, principal)"
+                " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                (uri, permission, principal),
+            )
+        )
+
+    async def delete_object_permissions(self, *uri_patterns: str) -> None:
+        self._check_writable()
+        if not uri_patterns:
+            return
+        params = SQLParams()
+        matching = " OR ".join(_uri_matches(pattern, params) for pattern in uri_patterns)
+        sql = f"DELETE FROM access_control_entries WHERE {matching}"
+        await self._tx.run(lambda conn: conn.execute(sql, params.values))
+
+    async def check_permission(
+        self, principals: Iterable[str], bound_permissions: Iterable[BoundPermission]
+    ) -> bool:
+        principals, bound = set(principals), list(bound_permissions)
+        if not principals or not bound:
+            return False
+        params = SQLParams()
+        wanted = " OR ".join(
+            f"(object_uri = {params(uri)} AND permission = {params(permission)})"
+            for uri, permission in bound
+        )
+        sql = (
+            f"SELECT 1 FROM access_control_entries WHERE ({wanted})"
+            f" AND {params.strings_in('principal', principals)} LIMIT 1"
+        )
+        row = await self._tx.run(lambda conn: conn.execute(sql, params.values).fetchone())
+        return row is not None
+
+    async def get_accessible_objects(
+        self, principals: Iterable[str], bound_permissions: Iterable[BoundPermission]
+    ) -> dict[str, set[str]]:
+        principals, bound = set(principals), list(bound_permissions)
+        if not principals or not bound:
+            return {}
+        params = SQLParams()
+        wanted = " OR ".join(
+            f"(permission = {params(permission)} AND {_uri_matches(pattern, params)})"
+            for pattern, permission in bound
+        )
+        sql = (
+            f"SELECT DISTINCT object_uri, permission FROM access_control_entries"
+            f" WHERE ({wanted}) AND {params.strings_in('principal', principals)}"
+        )
+        rows = await self._tx.run(lambda conn: conn.execute(sql, params.values).fetchall())
+        accessible: dict[str, set[str]] = defaultdict(set)
+        for uri, permission in rows:
+            accessible[uri].add(permission)
+        return dict(accessible)
+
+    async def get_user_principals(self, user_id: str) -> set[str]:
+        rows = await self._tx.run(
+            lambda conn: conn.execute(
+                "SELECT principal FROM user_principals WHERE user_id = ?", (user_id,)
+            ).fetchall()
+        )
+        return {principal for (principal,) in rows}
+
+    async def add_user_principal(self, user_id: str, principal: str) -> None:
+        self._check_writable()
+        await self._tx.run(
+            lambda conn: conn.execute(
+                "INSERT INTO user_principals (user_id, principal) VALUES (?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (user_id, principal),
+            )
+        )
+
+    async def remove_user_principal(self, user_id: str, principal: str) -> None:
+        self._check_writable()
+        await self._tx.run(
+            lambda conn: conn.execute(
+                "DELETE FROM user_principals WHERE user_id = ? AND principal = ?",
+                (user_id, principal),
+            )
+        )
+
+    async def remove_principal(self, principal: str) -> None:
+        self._check_writable()
+        await self._tx.run(
+            lambda conn: conn.execute(
+                "DELETE FROM user_principals WHERE principal = ?", (principal,)
+            )
+        )
+
+
+class SQLitePermission:
+    """Permissions in a :class:`SQLiteDatabase`. Sharing the database of the
+    :class:`~nuages.storage.sqlite.SQLiteStorage` makes their transactions join, so object
+    and ACL writes of a request commit together (see :mod:`nuages.sqlite.database`).
+
+    :meth:`aclose` closes the shared database (it reopens on next use).
+    """
+
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self.db = db
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool) -> AsyncIterator[SQLitePermissionTransaction]:
+        async with self.db.transaction(write=write) as tx:
+            yield SQLitePermissionTransaction(tx)
+
+    async def ping(self) -> bool:
+        return await self.db.ping()
+
+    async def flush(self) -> None:
+        def flush(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM access_control_entries")
+            conn.execute("DELETE FROM user_principals")
+
+        await self.db.run_write(flush)
+
+    async def aclose(self) -> None:
+        await self.db.aclose()
+
+
+def _uri_matches(pattern: str, params: SQLParams) -> str:
+    """SQL for ``uri_matches(pattern, object_uri)``: ``*`` at the end is any suffix."""
+    if not pattern.endswith("*"):
+        return f"object_uri = {params(pattern)}"
+    prefix = pattern[:-1]
+    lower = f"object_uri >= {params(prefix)}"
+    upper = _successor(prefix)
+    return lower if upper is None else f"({lower} AND object_uri < {params(upper)})"
+
+
+def _successor(prefix: str) -> str | None:
+    """The least string greater than every string starting with `prefix` (UTF-8 byte
+    order, SQLite's BINARY collation, is code point order); None if there is none."""
+    for end in range(len(prefix), 0, -1):
+        code = ord(prefix[end - 1]) + 1
+        if code <= 0x10FFFF:
+            if 0xD800 <= code <= 0xDFFF:  # surrogates cannot be stored
+                code = 0xE000
+            return prefix[: end - 1] + chr(code)
+    return None

@@ -1,0 +1,614 @@
+"""SQLite storage: objects in one table, filters and ordering compiled to SQL.
+
+The semantics are those of :mod:`nuages.core.filtering` (the memory backend is the oracle
+of the property tests). ``id`` and ``last_modified`` are columns; any other field is read
+from the JSON text column ``data`` with SQLite's JSON functions, so a listing costs what
+its page costs. The JSON order of :mod:`nuages.core.filtering` is rendered as a *rank*
+(null 0, string 1, number 2, boolean 3, array 4, object 5, missing 6) followed by a value
+comparable within that rank. The few cases plain SQL cannot get exactly right (U+0000 in
+strings, arrays and objects, keys a JSON path cannot name, Unicode ``like``, integers
+beyond 64 bits) call the functions registered by :mod:`nuages.sqlite.database`.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from nuages.core.errors import BackendError, ObjectNotFound, UnicityError
+from nuages.core.filtering import compare_values, type_rank
+from nuages.core.objects import Comparison, Filter, Keyset, ListQuery, Sort
+from nuages.core.timestamps import next_timestamp, now_ms
+from nuages.sqlite.database import SQLiteDatabase, SQLiteTransaction, SQLParams, encode_parameter
+
+JSONObject = dict[str, Any]
+
+_TOMBSTONE_DATA: Final = '{"deleted":true}'
+_INT64 = range(-(2**63), 2**63)
+
+
+class SQLiteStorageTransaction:
+    """Storage operations in one transaction of a :class:`SQLiteDatabase`."""
+
+    def __init__(self, db: SQLiteDatabase, tx: SQLiteTransaction) -> None:
+        self._db = db
+        self._tx = tx
+
+    def _check_writable(self) -> None:
+        if not self._tx.write:
+            raise BackendError("cannot write in a read transaction (open it with write=True)")
+
+    async def resource_timestamp(self, resource_name: str, parent_id: str) -> int:
+        scope = (parent_id, resource_name)
+        timestamp = await self._tx.run(lambda conn: _scope_timestamp(conn, scope))
+        if timestamp is not None:
+            return timestamp
+        # A short write of its own when this is a read transaction (protocol/04 §1).
+        timestamp, created = await self._db.run_write(
+            lambda conn: _create_scope_timestamp(conn, scope)
+        )
+        if not created:
+            # Another writer got there after our snapshot began: objects this snapshot
+            # cannot see may carry that timestamp, so move to a snapshot that sees them.
+            await self._tx.refresh_snapshot()
+            seen = await self._tx.run(lambda conn: _scope_timestamp(conn, scope))
+            timestamp = timestamp if seen is None else seen
+        return timestamp
+
+    async def get(
+        self, resource_name: str, parent_id: str, object_id: str, *, include_deleted: bool = False
+    ) -> JSONObject | None:
+        row = await self._tx.run(
+            lambda conn: conn.execute(
+                "SELECT last_modified, deleted, data FROM objects"
+                " WHERE parent_id = ? AND resource_name = ? AND id = ?",
+                (parent_id, resource_name, object_id),
+            ).fetchone()
+        )
+        if row is None or (row[1] and not include_deleted):
+            return None
+        return _decode(object_id, row[0], row[2])
+
+    async def create(self, resource_name: str, parent_id: str, obj: Mapping[str, Any]) -> JSONObject:
+        self._check_writable()
+        object_id = obj["id"]
+        stored = _encode(obj)
+        requested = _requested(obj.get("last_modified"))
+
+        def create(conn: sqlite3.Connection) -> int:
+            existing = _existing(conn, parent_id, resource_name, object_id)
+            if existing is not None and not existing[1]:
+                raise UnicityError(resource_name, object_id)
+            timestamp = _bump(conn, (parent_id, resource_name), requested)
+            _store(conn, parent_id, resource_name, object_id, timestamp, stored)
+            return timestamp
+
+        return _decode(object_id, await self._tx.run(create), stored.data)
+
+    async def update(
+        self, resource_name: str, parent_id: str, object_id: str, obj: Mapping[str, Any]
+    ) -> JSONObject:
+        self._check_writable()
+        stored = _encode(obj)
+        requested = _requested(obj.get("last_modified"))
+
+        def update(conn: sqlite3.Connection) -> int:
+            existing = _existing(conn, parent_id, resource_name, object_id)
+            ignored = existing is not None and requested is not None and requested <= existing[0]
+            timestamp = _bump(conn, (parent_id, resource_name), None if ignored else requested)
+            _store(conn, parent_id, resource_name, object_id, timestamp, stored)
+            return timestamp
+
+        return _decode(object_id, await self._tx.run(update), stored.data)
+
+    async def delete(
+        self, resource_name: str, parent_id: str, object_id: str, *, last_modified: int | None = None
+    ) -> JSONObject:
+        self._check_writable()
+        requested = _requested(last_modified)
+
+        def delete(conn: sqlite3.Connection) -> int:
+            existing = _existing(conn, parent_id, resource_name, object_id)
+            if existing is None or existing[1]:
+                raise ObjectNotFound(resource_name, object_id)
+            ignored = requested is not None and requested <= existing[0]
+            timestamp = _bump(conn, (parent_id, resource_name), None if ignored else requested)
+            _store(conn, parent_id, resource_name, object_id, timestamp, _TOMBSTONE)
+            return timestamp
+
+        return {"id": object_id, "last_modified": await self._tx.run(delete), "deleted": True}
+
+    async def list(self, resource_name: str, parent_id: str, query: ListQuery) -> list[JSONObject]:
+        params = SQLParams()
+        conditions = _conditions(resource_name, parent_id, query, params, live_only=False)
+        if query.keyset is not None:
+            conditions.append(_after_keyset(query.sorting, query.keyset, params))
+        sql = (
+            f"SELECT o.id, o.last_modified, o.data FROM objects AS o"
+            f" WHERE {' AND '.join(conditions)}{_order_by(query.sorting, params)}"
+        )
+        if query.limit is not None:
+            sql += f" LIMIT {params(query.limit)}"
+        rows = await self._tx.run(lambda conn: conn.execute(sql, params.values).fetchall())
+        return [_decode(*row) for row in rows]
+
+    async def count(self, resource_name: str, parent_id: str, query: ListQuery) -> int:
+        params = SQLParams()
+        conditions = _conditions(resource_name, parent_id, query, params, live_only=True)
+        sql = f"SELECT count(*) FROM objects AS o WHERE {' AND '.join(conditions)}"
+        row = await self._tx.run(lambda conn: conn.execute(sql, params.values).fetchone())
+        return int(row[0])
+
+    async def purge(self, parent_prefix: str) -> None:
+        self._check_writable()
+        # Every parent below the prefix starts with prefix + "/", and those strings sort
+        # between prefix + "/" and prefix + "0" ("0" follows "/"): an index range.
+        below = (parent_prefix, parent_prefix + "/", parent_prefix + "0")
+        where = "parent_id = ? OR (parent_id >= ? AND parent_id < ?)"
+
+        def purge(conn: sqlite3.Connection) -> None:
+            conn.execute(f"DELETE FROM objects WHERE {where}", below)
+            conn.execute(f"DELETE FROM timestamps WHERE {where}", below)
+
+        await self._tx.run(purge)
+
+
+class SQLiteStorage:
+    """Storage in a :class:`SQLiteDatabase`, usually shared with :class:`SQLitePermission`
+    so that their transactions join (see :mod:`nuages.sqlite.database`).
+
+    :meth:`aclose` closes the shared database (it reopens on next use).
+    """
+
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self.db = db
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool) -> AsyncIterator[SQLiteStorageTransaction]:
+        async with self.db.transaction(write=write) as tx:
+            yield SQLiteStorageTransaction(self.db, tx)
+
+    async def ping(self) -> bool:
+        return await self.db.ping()
+
+    async def flush(self) -> None:
+        def flush(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM objects")
+            conn.execute("DELETE FROM timestamps")
+
+        await self.db.run_write(flush)
+
+    async def aclose(self) -> None:
+        await self.db.aclose()
+
+
+# -- rows ---------------------------------------------------------------------------
+
+Scope = tuple[str, str]  # (parent_id, resource_name)
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """An object as stored: `data` is its JSON without `id` and `last_modified`."""
+
+    data: str
+    deleted: bool
+    has_nul: bool
+
+
+_TOMBSTONE: Final = _Stored(_TOMBSTONE_DATA, deleted=True, has_nul=False)
+
+
+def _encode(obj: Mapping[str, Any]) -> _Stored:
+    data = {k: v for k, v in obj.items() if k != "id" and k != "last_modified"}
+    try:
+        text = orjson.dumps(data).decode()
+    except orjson.JSONEncodeError as exc:
+        raise BackendError(f"object cannot be stored as JSON: {exc}") from exc
+    # A false positive (an escaped backslash followed by "u0000") only costs speed.
+    return _Stored(text, deleted=data.get("deleted") is True, has_nul="\\u0000" in text)
+
+
+def _decode(object_id: str, last_modified: int, data: str) -> JSONObject:
+    obj: JSONObject = {"id": object_id}
+    obj.update(orjson.loads(data))
+    obj["last_modified"] = last_modified
+    return obj
+
+
+def _requested(value: Any) -> int | None:
+    """A client-supplied timestamp, if it is one: the memory backend's rule, within the
+    range of an SQLite integer."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
+        return value
+    return None
+
+
+def _existing(
+    conn: sqlite3.Connection, parent_id: str, resource_name: str, object_id: str
+) -> tuple[int, int] | None:
+    row = conn.execute(
+        "SELECT last_modified, deleted FROM objects"
+        " WHERE parent_id = ? AND resource_name = ? AND id = ?",
+        (parent_id, resource_name, object_id),
+    ).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def _store(
+    conn: sqlite3.Connection,
+    parent_id: str,
+    resource_name: str,
+    object_id: str,
+    timestamp: int,
+    stored: _Stored,
+) -> None:
+    conn.execute(
+        "INSERT INTO objects (parent_id, resource_name, id, last_modified, deleted, has_nul, data)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (parent_id, resource_name, id) DO UPDATE SET"
+        " last_modified = excluded.last_modified, deleted = excluded.deleted,"
+        " has_nul = excluded.has_nul, data = excluded.data",
+        (
+            parent_id,
+            resource_name,
+            object_id,
+            timestamp,
+            int(stored.deleted),
+            int(stored.has_nul),
+            stored.data,
+        ),
+    )
+
+
+def _scope_timestamp(conn: sqlite3.Connection, scope: Scope) -> int | None:
+    row = conn.execute(
+        "SELECT last_modified FROM timestamps WHERE parent_id = ? AND resource_name = ?", scope
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _create_scope_timestamp(conn: sqlite3.Connection, scope: Scope) -> tuple[int, bool]:
+    """The scope's timestamp, set to now unless it exists; and whether it was created."""
+    created = conn.execute(
+        "INSERT INTO timestamps (parent_id, resource_name, last_modified) VALUES (?, ?, ?)"
+        " ON CONFLICT DO NOTHING",
+        (*scope, now_ms()),
+    ).rowcount
+    timestamp = _scope_timestamp(conn, scope)
+    assert timestamp is not None  # inserted or already there, in this transaction
+    return timestamp, created == 1
+
+
+def _bump(conn: sqlite3.Connection, scope: Scope, requested: int | None) -> int:
+    """The timestamp of a write in `scope`; runs under BEGIN IMMEDIATE, so the read and
+    the update of the scope timestamp are atomic across processes too."""
+    previous = _scope_timestamp(conn, scope)
+    bump = next_timestamp(previous, requested)
+    if bump.scope_timestamp != previous:
+        conn.execute(
+            "INSERT INTO timestamps (parent_id, resource_name, last_modified) VALUES (?, ?, ?)"
+            " ON CONFLICT DO UPDATE SET last_modified = excluded.last_modified",
+            (*scope, bump.scope_timestamp),
+        )
+    return bump.object_timestamp
+
+
+# -- query compiler -----------------------------------------------------------------
+# Every predicate below evaluates to 0 or 1, never NULL, so that NOT(...) is exact.
+
+# Python's ignore-case matching pairs these ASCII letters with non-ASCII ones (İ ı ſ K),
+# which SQLite's ASCII-only LIKE does not (checked by test_sqlite_specifics).
+_FOLDS_BEYOND_ASCII: Final = frozenset("iks")
+# Object keys a quoted JSON path label names: SQLite compares labels with the raw
+# (escaped) key text, and orjson escapes `"`, `\` and control characters.
+_PATHABLE_KEY: Final = re.compile(r'[^"\\\x00-\x1f]*')
+# SQLite rejects longer LIKE patterns (SQLITE_LIMIT_LIKE_PATTERN_LENGTH is 50000 bytes).
+_MAX_SQL_LIKE_PATTERN: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Column:
+    """``id`` or ``last_modified``: always present and of one type (rank)."""
+
+    sql: str
+    rank: int
+    # Every value of the column compares with a value of another rank, an integer beyond
+    # 64 bits or NaN like this one does, so those comparisons are constants.
+    sample: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _JsonField:
+    """A field inside an object's JSON: `doc` is SQL for a JSON text, `path` for a path."""
+
+    doc: str
+    path: str
+
+    @property
+    def type(self) -> str:
+        return f"json_type({self.doc}, {self.path})"
+
+    @property
+    def rank(self) -> str:
+        return (
+            f"CASE {self.type} WHEN 'null' THEN 0 WHEN 'text' THEN 1 WHEN 'integer' THEN 2"
+            " WHEN 'real' THEN 2 WHEN 'true' THEN 3 WHEN 'false' THEN 3 WHEN 'array' THEN 4"
+            " WHEN 'object' THEN 5 ELSE 6 END"
+        )
+
+    @property
+    def json(self) -> str:
+        """The value's JSON text, exact (strings keep their escapes), or NULL if missing."""
+        return f"({self.doc} -> {self.path})"
+
+    @property
+    def scalar(self) -> str:
+        """The value as SQL: strings cut at U+0000, booleans 0/1."""
+        return f"json_extract({self.doc}, {self.path})"
+
+    @property
+    def text(self) -> str:
+        """The exact value of a string field."""
+        return f"IIF(o.has_nul, nuages_json_text({self.json}), {self.scalar})"
+
+    def value(self, rank: int) -> str:
+        """SQL ordering the values of one rank like compare_values()."""
+        if rank == 1:
+            return self.text
+        if rank in (4, 5):
+            return f"nuages_canonical({self.json})"
+        return self.scalar
+
+    @property
+    def sort_value(self) -> str:
+        return (
+            f"CASE {self.type} WHEN 'text' THEN {self.text}"
+            f" WHEN 'array' THEN {self.value(4)} WHEN 'object' THEN {self.value(5)}"
+            f" ELSE {self.scalar} END"
+        )
+
+
+_Field = _Column | _JsonField
+
+_ID: Final = _Column("o.id", 1, "")
+_LAST_MODIFIED: Final = _Column("o.last_modified", 2, 0)
+
+
+def _json_path(keys: Sequence[str]) -> str:
+    return "$" + "".join(f'."{key}"' for key in keys)
+
+
+def _field(name: str, params: SQLParams) -> _Field:
+    if name == "id":
+        return _ID
+    if name == "last_modified":
+        return _LAST_MODIFIED
+    keys = name.split(".")
+    if not all(_PATHABLE_KEY.fullmatch(key) for key in [name, *keys]):
+        return _JsonField(f"nuages_field(o.data, {params(name)})", "'$'")
+    literal = params(_json_path([name]))
+    if len(keys) == 1:
+        return _JsonField("o.data", literal)
+    # get_field() takes a top-level key spelled with dots before walking nested objects.
+    nested = params(_json_path(keys))
+    return _JsonField("o.data", f"IIF(json_type(o.data, {literal}) IS NULL, {nested}, {literal})")
+
+
+def _sql_scalar(value: Any) -> bool:
+    """Whether `value` binds as an SQL value comparing like in Python (not NaN, not an
+    integer beyond 64 bits, not an array or object)."""
+    rank = type_rank(value)
+    if rank == 2 and not isinstance(value, bool):
+        return value in _INT64 if isinstance(value, int) else value == value
+    return rank in (0, 1, 3)
+
+
+def _bound(value: Any, rank: int) -> Any:
+    if rank in (4, 5):
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    return int(value) if rank == 3 else value
+
+
+_HOLDS: Final = {
+    "<": lambda sign: sign < 0,
+    "<=": lambda sign: sign <= 0,
+    "=": lambda sign: sign == 0,
+    ">=": lambda sign: sign >= 0,
+    ">": lambda sign: sign > 0,
+}
+
+
+def _compare(field: _Field, op: str, value: Any, params: SQLParams) -> str:
+    """SQL for ``compare_values(field, value) <op> 0``."""
+    rank = type_rank(value)
+    nan = rank == 2 and value != value
+    if isinstance(field, _Column):
+        if rank != field.rank or not _sql_scalar(value):
+            return "1" if _HOLDS[op](compare_values(field.sample, value)) else "0"
+        return f"{field.sql} {op} {params(value)}"
+    if rank in (0, 6) or nan:
+        # All values of this rank compare equal to `value`: the rank alone decides.
+        return f"({field.rank} {op} {rank})"
+    if rank == 2 and not _sql_scalar(value):
+        return f"(nuages_compare({field.json}, {params(encode_parameter(value))}) {op} 0)"
+    found = f"{field.value(rank)} {op} {params(_bound(value, rank))}"
+    if op == "=":
+        return f"({field.rank} = {rank} AND {found})"
+    return f"({field.rank} {op[0]} {rank} OR ({field.rank} = {rank} AND {found}))"
+
+
+def _equal(field: _Field, value: Any, params: SQLParams) -> str:
+    """SQL for ``json_equal(field, value)``, false when the field is missing."""
+    rank = type_rank(value)
+    if isinstance(field, _Column):
+        if rank != field.rank or not _sql_scalar(value):
+            return "0"
+        return f"{field.sql} = {params(value)}"
+    if rank == 0:
+        return f"({field.type} IS 'null')"
+    if rank == 6:
+        return "0"
+    if not _sql_scalar(value):
+        matched = f"nuages_json_equal({field.json}, {params(encode_parameter(value))})"
+    else:
+        matched = f"{field.value(rank)} = {params(_bound(value, rank))}"
+    return f"({field.rank} = {rank} AND {matched})"
+
+
+def _is_in(field: _Field, values: Sequence[Any], params: SQLParams) -> str:
+    """SQL for ``any(json_equal(field, v) for v in values)``."""
+    terms = []
+    by_rank: dict[int, list[Any]] = {}
+    for value in values:
+        if type_rank(value) in (1, 2, 3) and _sql_scalar(value):
+            by_rank.setdefault(type_rank(value), []).append(_bound(value, type_rank(value)))
+        else:
+            terms.append(_equal(field, value, params))
+    for rank, bound in by_rank.items():
+        if isinstance(field, _Column):
+            if rank == field.rank:
+                terms.append(_in_list(field.sql, rank, bound, params))
+        else:
+            terms.append(f"({field.rank} = {rank} AND {_in_list(field.value(rank), rank, bound, params)})")
+    return f"({' OR '.join(terms)})" if terms else "0"
+
+
+def _in_list(sql: str, rank: int, values: list[Any], params: SQLParams) -> str:
+    if rank == 1:
+        return params.strings_in(sql, values)
+    return f"{sql} IN ({', '.join(map(params, values))})"
+
+
+def _like(field: _Field, pattern: str, params: SQLParams) -> str:
+    """SQL for ``like_regex(pattern).fullmatch(field)`` on string fields."""
+    if isinstance(field, _Column):
+        if field.rank != 1:
+            return "0"
+        text, scalar, has_nul = field.sql, field.sql, f"instr({field.sql}, char(0))"
+    else:
+        text, scalar, has_nul = field.text, field.scalar, "o.has_nul"
+    exact = f"nuages_like({text}, {params(pattern)})"
+    if not pattern.isascii() or len(pattern) > _MAX_SQL_LIKE_PATTERN:
+        matched = exact
+    else:
+        # With an ASCII pattern, SQLite's LIKE (ASCII case folding; `%` matches newlines
+        # too) agrees with the regex, except on non-ASCII text for the letters above.
+        like = f"{scalar} LIKE {params(_sql_like_pattern(pattern))} ESCAPE '\\'"
+        if _FOLDS_BEYOND_ASCII.intersection(pattern.lower()):
+            ascii_only = f"length({scalar}) = length(CAST({scalar} AS BLOB))"
+            like = f"IIF({ascii_only}, {like}, {exact})"
+        # LIKE also stops at U+0000.
+        matched = f"IIF({has_nul}, {exact}, {like})"
+    if isinstance(field, _Column):
+        return f"({matched})"
+    return f"({field.rank} = 1 AND {matched})"
+
+
+def _sql_like_pattern(pattern: str) -> str:
+    if "*" not in pattern:
+        pattern = f"*{pattern}*"
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%")
+
+
+def _contains(field: _Field, flt: Filter, params: SQLParams) -> str:
+    """SQL for ``contains_`` (every wanted value) and ``contains_any_`` (one of them)."""
+    if isinstance(field, _Column):
+        return "0"  # never an array
+    any_ = flt.operator is Comparison.CONTAINS_ANY
+    wanted = flt.value if isinstance(flt.value, list) else [flt.value]
+    exact = (
+        f"nuages_contains({field.json}, {params(encode_parameter(flt.value))}, {int(any_)})"
+    )
+    items = [_array_has(field, value, params) for value in wanted]
+    found = [item for item in items if item is not None]
+    if len(found) < len(items):
+        matched = exact
+    else:
+        joined = (" OR " if any_ else " AND ").join(found) or ("0" if any_ else "1")
+        # json_each() cuts strings at U+0000 too.
+        matched = f"IIF(o.has_nul, {exact}, {joined})"
+    return f"({field.rank} = 4 AND {matched})"
+
+
+_ITEM_TYPES: Final = {1: "'text'", 2: "'integer', 'real'"}
+
+
+def _array_has(field: _JsonField, value: Any, params: SQLParams) -> str | None:
+    """SQL for "the array holds an item equal to `value`", None if only Python can tell."""
+    if not _sql_scalar(value):
+        return None
+    rank = type_rank(value)
+    if rank == 3:
+        condition = "j.type = 'true'" if value else "j.type = 'false'"
+    elif rank == 0:
+        condition = "j.type = 'null'"
+    else:
+        condition = f"j.type IN ({_ITEM_TYPES[rank]}) AND j.atom = {params(value)}"
+    return f"EXISTS (SELECT 1 FROM json_each({field.doc}, {field.path}) AS j WHERE {condition})"
+
+
+def _filter(flt: Filter, params: SQLParams) -> str:
+    field = _field(flt.field, params)
+    op = flt.operator
+    if op is Comparison.EQ:
+        return _equal(field, flt.value, params)
+    if op is Comparison.NOT:
+        return f"NOT {_equal(field, flt.value, params)}"
+    if op is Comparison.IN:
+        return _is_in(field, flt.value, params)
+    if op is Comparison.EXCLUDE:
+        return f"NOT {_is_in(field, flt.value, params)}"
+    if op is Comparison.HAS:
+        present = bool(flt.value)
+        if isinstance(field, _Column):
+            return "1" if present else "0"
+        return f"({field.type} IS {'NOT ' if present else ''}NULL)"
+    if op is Comparison.LIKE:
+        return _like(field, str(flt.value), params)
+    if op in (Comparison.CONTAINS, Comparison.CONTAINS_ANY):
+        return _contains(field, flt, params)
+    comparisons = {Comparison.LT: "<", Comparison.GT: ">", Comparison.MIN: ">=", Comparison.MAX: "<="}
+    return _compare(field, comparisons[op], flt.value, params)
+
+
+def _conditions(
+    resource_name: str, parent_id: str, query: ListQuery, params: SQLParams, *, live_only: bool
+) -> list[str]:
+    conditions = [f"o.parent_id = {params(parent_id)}", f"o.resource_name = {params(resource_name)}"]
+    if live_only or not query.include_deleted:
+        conditions.append("o.deleted = 0")
+    if query.ids is not None:
+        conditions.append(params.strings_in("o.id", sorted(query.ids)))
+    conditions.extend(_filter(flt, params) for flt in query.filters)
+    return conditions
+
+
+def _order_by(sorting: Sequence[Sort], params: SQLParams) -> str:
+    terms = []
+    for sort in sorting:
+        direction = "DESC" if sort.direction < 0 else "ASC"
+        field = _field(sort.field, params)
+        if isinstance(field, _Column):
+            terms.append(f"{field.sql} {direction}")
+        else:
+            terms.append(f"{field.rank} {direction}, {field.sort_value} {direction}")
+    return f" ORDER BY {', '.join(terms)}" if terms else ""
+
+
+def _after_keyset(sorting: Sequence[Sort], keyset: Keyset, params: SQLParams) -> str:
+    """SQL for ``after_keyset()``: OR over k of (fields before k equal, field k beyond)."""
+    fields = [_field(sort.field, params) for sort in sorting]
+    alternatives = []
+    for k, (sort, value) in enumerate(zip(sorting, keyset.values, strict=True)):
+        equal = [_compare(fields[i], "=", keyset.values[i], params) for i in range(k)]
+        beyond = _compare(fields[k], "<" if sort.direction < 0 else ">", value, params)
+        alternatives.append(" AND ".join([*equal, beyond]))
+    return f"({' OR '.join(f'({a})' for a in alternatives)})" if alternatives else "0"
