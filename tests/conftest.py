@@ -38,7 +38,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 def make_client(backend: str, tmp_path: Path) -> AppFactory:
     """``async with make_client(paginate_by=2) as client:`` — a client on a fresh app.
 
-    Keyword arguments are settings; the default enables the flush plugin.
+    Keyword arguments are settings.
     """
 
     @asynccontextmanager

@@ -460,8 +460,8 @@ class Settings:
     trailing_slash_redirect_ttl_seconds: int = field(
         default=3600,
         metadata=_meta(
-            "How long clients may cache the trailing-slash redirects; 0 or -1 sends no cache "
-            "headers.",
+            "How long clients may cache the trailing-slash redirects, in seconds; 0 sends "
+            "`Cache-Control: no-cache`, -1 sends no cache headers.",
             check=_at_least(-1),
         ),
     )

@@ -58,7 +58,7 @@ LEVELS = {"buckets": "bucket", "collections": "collection", "groups": "group",
 
 
 def flush_enabled(settings: Any) -> bool:
-    return "flush" in settings.plugins and settings.flush_endpoint_enabled
+    return bool(settings.flush_enabled)
 
 
 class Utility:
