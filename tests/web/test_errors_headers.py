@@ -590,3 +590,32 @@ async def test_invalid_utf8_in_the_querystring_is_400(
         "Please make sure your requests are encoded in UTF-8"
     )
     assert "wasreceived" not in body["message"]
+
+
+# -- collection cache_expires (08 §3) -----------------------------------------------------------
+
+
+async def _public_collection(client: httpx.AsyncClient, expires: int) -> str:
+    await client.put("/v1/buckets/pub", json={"permissions": {"read": ["system.Everyone"]}})
+    url = "/v1/buckets/pub/collections/c"
+    await client.put(url, json={"data": {"cache_expires": expires}})
+    await client.put(f"{url}/records/r1", json={"data": {"x": 1}})
+    return url
+
+
+async def test_anonymous_record_reads_honour_cache_expires(client: httpx.AsyncClient) -> None:
+    url = await _public_collection(client, 3600)
+    for path in (f"{url}/records", f"{url}/records/r1"):
+        response = await client.get(path, auth=None)
+        assert response.status_code == 200
+        assert response.headers["Cache-Control"] == "max-age=3600"
+        assert "Expires" in response.headers
+        # Authenticated callers are never served cacheable answers.
+        assert (await client.get(path)).headers["Cache-Control"] == "no-cache, no-store"
+
+
+async def test_cache_expires_zero_forbids_caching(client: httpx.AsyncClient) -> None:
+    url = await _public_collection(client, 0)
+    response = await client.get(f"{url}/records", auth=None)
+    assert response.headers["Cache-Control"] == "max-age=0, must-revalidate, no-cache, no-store"
+    assert response.headers["Pragma"] == "no-cache"

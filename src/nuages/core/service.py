@@ -85,6 +85,7 @@ class Outcome:
     next_token: tuple[str, int] | None = None  # (token, limit) when a next page exists
     total: int | None = None
     alert: bool = False  # the deprecated `_to` was used
+    cache_expires: int | None = None  # seconds an anonymous read may be cached
 
 
 class Service:
@@ -175,16 +176,26 @@ class Service:
             raise InvalidObjectId()
         return call.object_id
 
-    async def _parent_exists(self, tx: Tx, call: Call) -> None:
-        """404 (errno 111) when the direct parent object does not exist."""
+    async def _parent_exists(self, tx: Tx, call: Call) -> JSONObject | None:
+        """The direct parent object; 404 (errno 111) when it does not exist."""
         parent = call.spec.parent
         if parent is None:
-            return
+            return None
         pid = call.ids[parent.name]
-        if not parent.is_valid_id(pid) or await tx.storage.get(
-            parent.name, parent.parent_uri(call.ids), pid
-        ) is None:
+        found = None
+        if parent.is_valid_id(pid):
+            found = await tx.storage.get(parent.name, parent.parent_uri(call.ids), pid)
+        if found is None:
             raise ObjectNotFound(parent.name, pid, parent=True)
+        return found
+
+    @staticmethod
+    def _cache_expires(call: Call, parent: JSONObject | None) -> int | None:
+        """Anonymous reads may be cached for the parent's ``cache_expires`` seconds (08 §3)."""
+        value = (parent or {}).get("cache_expires")
+        if call.caller.authenticated or not isinstance(value, int) or isinstance(value, bool):
+            return None
+        return value
 
     def _annotate(self, call: Call, obj: JSONObject, perms: dict[str, set[str]]) -> JSONObject:
         """Object envelope; ACLs shown only to principals in the object's own ``write``."""
@@ -267,8 +278,7 @@ class Service:
         object_id = self._check_id(call)
         uris = spec.level_uris(call.ids, object_id)
         await self._require(tx, call, self._read_key(spec), uris)
-        if spec.parent_must_exist:
-            await self._parent_exists(tx, call)
+        parent = await self._parent_exists(tx, call) if spec.parent_must_exist else None
         obj = await tx.storage.get(spec.name, spec.parent_uri(call.ids), object_id)
         if obj is None:
             raise ObjectNotFound(spec.name, object_id)
@@ -279,10 +289,13 @@ class Service:
             read=True,
             existing=obj,
         )
+        expires = self._cache_expires(call, parent)
         if fields:
-            return Outcome(200, {"data": project(obj, fields)}, obj["last_modified"])
-        perms = await tx.permission.get_object_permissions(uris[spec.name])
-        return Outcome(200, self._annotate(call, obj, perms), obj["last_modified"])
+            body = {"data": project(obj, fields)}
+        else:
+            perms = await tx.permission.get_object_permissions(uris[spec.name])
+            body = self._annotate(call, obj, perms)
+        return Outcome(200, body, obj["last_modified"], cache_expires=expires)
 
     async def put_object(self, tx: Tx, call: Call) -> Outcome:
         spec = call.spec
@@ -516,8 +529,8 @@ class Service:
         spec = call.spec
         visible = await self._list_visibility(tx, call, "read")
         params = self._list_params(call)
-        if spec.parent_must_exist:
-            await self._parent_exists(tx, call)
+        parent = await self._parent_exists(tx, call) if spec.parent_must_exist else None
+        expires = self._cache_expires(call, parent)
         timestamp = await tx.storage.resource_timestamp(spec.name, spec.parent_uri(call.ids))
         preconditions.check(
             current=timestamp,
@@ -528,11 +541,13 @@ class Service:
         if head:
             query = ListQuery(filters=params.filters, ids=visible)
             total = await tx.storage.count(spec.name, spec.parent_uri(call.ids), query)
-            return Outcome(200, None, timestamp, total=total, alert=params.deprecated_to)
+            return Outcome(200, None, timestamp, total=total, alert=params.deprecated_to,
+                           cache_expires=expires)
         found, next_token = await self._page(tx, call, params, visible)
         if params.fields:
             found = [project(o, params.fields) for o in found]
-        return Outcome(200, {"data": found}, timestamp, next_token, alert=params.deprecated_to)
+        return Outcome(200, {"data": found}, timestamp, next_token, alert=params.deprecated_to,
+                       cache_expires=expires)
 
     async def post_list(self, tx: Tx, call: Call) -> Outcome:
         spec = call.spec

@@ -375,7 +375,7 @@ class Dispatcher:
     def _resource_response(self, req: WebRequest, outcome: Outcome, head: bool) -> WebResponse:
         headers = etag_headers(outcome.timestamp)
         if req.method in ("GET", "HEAD"):
-            headers["Cache-Control"] = "no-cache, no-store"
+            headers.update(cache_headers(outcome.cache_expires))
         if outcome.total is not None:
             headers["Total-Objects"] = headers["Total-Records"] = str(outcome.total)
         if outcome.next_token is not None:
@@ -440,6 +440,18 @@ class Dispatcher:
             if route.spec is spec and route.plural == plural:
                 return route
         raise LookupError(spec.name)  # pragma: no cover
+
+
+def cache_headers(expires: int | None) -> dict[str, str]:
+    """Cache headers of a read: a collection's ``cache_expires`` for anonymous reads (08 §3)."""
+    if expires is None:
+        return {"Cache-Control": "no-cache, no-store"}
+    now_ms = int(time.time() * 1000)
+    if expires > 0:
+        return {"Cache-Control": f"max-age={expires}",
+                "Expires": http_date(now_ms + expires * 1000)}
+    return {"Cache-Control": "max-age=0, must-revalidate, no-cache, no-store",
+            "Expires": http_date(now_ms), "Pragma": "no-cache"}
 
 
 def _accepts_json(accept: str) -> bool:
