@@ -74,7 +74,9 @@ class SQLiteCache:
         return orjson.loads(rows[0][0])
 
     async def delete(self, key: str) -> None:
-        await self.db.run_write(lambda conn: conn.execute("DELETE FROM cache WHERE key = ?", (key,)))
+        await self.db.run_write(
+            lambda conn: conn.execute("DELETE FROM cache WHERE key = ?", (key,))
+        )
 
     async def ping(self) -> bool:
         return await self.db.ping()

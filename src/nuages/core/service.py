@@ -324,7 +324,7 @@ class Service:
         else:
             stored = await tx.storage.update(spec.name, parent_uri, object_id, new)
         replace = None
-        if perms is not None:
+        if perms:  # Kinto treats `"permissions": {}` as absent: the ACL is kept
             replace = {p: perms.get(p) for p in spec.permissions}
         acl = await self._write_permissions(tx, call, uris[spec.name], replace)
         await spec.after_write(tx, uris[spec.name], existing, stored)

@@ -330,9 +330,8 @@ class SQLiteDatabase:
     async def _outermost(self, *, write: bool) -> AsyncIterator[SQLiteTransaction]:
         connections = self._connections()
         if write:
-            async with connections.write_lock:
-                async with self._begin(connections.writer, write=True) as tx:
-                    yield tx
+            async with connections.write_lock, self._begin(connections.writer, write=True) as tx:
+                yield tx
         else:
             async with connections.reader() as worker, self._begin(worker, write=False) as tx:
                 yield tx

@@ -46,9 +46,9 @@ class SQLiteStorageTransaction:
 
     async def resource_timestamp(self, resource_name: str, parent_id: str) -> int:
         scope = (parent_id, resource_name)
-        timestamp = await self._tx.run(lambda conn: _scope_timestamp(conn, scope))
-        if timestamp is not None:
-            return timestamp
+        current = await self._tx.run(lambda conn: _scope_timestamp(conn, scope))
+        if current is not None:
+            return current
         # A short write of its own when this is a read transaction (protocol/04 §1).
         timestamp, created = await self._db.run_write(
             lambda conn: _create_scope_timestamp(conn, scope)
@@ -57,9 +57,8 @@ class SQLiteStorageTransaction:
             # Another writer got there after our snapshot began: objects this snapshot
             # cannot see may carry that timestamp, so move to a snapshot that sees them.
             await self._tx.refresh_snapshot()
-            seen = await self._tx.run(lambda conn: _scope_timestamp(conn, scope))
-            timestamp = timestamp if seen is None else seen
-        return timestamp
+            current = await self._tx.run(lambda conn: _scope_timestamp(conn, scope))
+        return timestamp if current is None else current
 
     async def get(
         self, resource_name: str, parent_id: str, object_id: str, *, include_deleted: bool = False
@@ -75,7 +74,9 @@ class SQLiteStorageTransaction:
             return None
         return _decode(object_id, row[0], row[2])
 
-    async def create(self, resource_name: str, parent_id: str, obj: Mapping[str, Any]) -> JSONObject:
+    async def create(
+        self, resource_name: str, parent_id: str, obj: Mapping[str, Any]
+    ) -> JSONObject:
         self._check_writable()
         object_id = obj["id"]
         stored = _encode(obj)
@@ -108,7 +109,12 @@ class SQLiteStorageTransaction:
         return _decode(object_id, await self._tx.run(update), stored.data)
 
     async def delete(
-        self, resource_name: str, parent_id: str, object_id: str, *, last_modified: int | None = None
+        self,
+        resource_name: str,
+        parent_id: str,
+        object_id: str,
+        *,
+        last_modified: int | None = None,
     ) -> JSONObject:
         self._check_writable()
         requested = _requested(last_modified)
@@ -125,24 +131,13 @@ class SQLiteStorageTransaction:
         return {"id": object_id, "last_modified": await self._tx.run(delete), "deleted": True}
 
     async def list(self, resource_name: str, parent_id: str, query: ListQuery) -> list[JSONObject]:
-        params = SQLParams()
-        conditions = _conditions(resource_name, parent_id, query, params, live_only=False)
-        if query.keyset is not None:
-            conditions.append(_after_keyset(query.sorting, query.keyset, params))
-        sql = (
-            f"SELECT o.id, o.last_modified, o.data FROM objects AS o"
-            f" WHERE {' AND '.join(conditions)}{_order_by(query.sorting, params)}"
-        )
-        if query.limit is not None:
-            sql += f" LIMIT {params(query.limit)}"
-        rows = await self._tx.run(lambda conn: conn.execute(sql, params.values).fetchall())
+        sql, params = list_sql(resource_name, parent_id, query)
+        rows = await self._tx.run(lambda conn: conn.execute(sql, params).fetchall())
         return [_decode(*row) for row in rows]
 
     async def count(self, resource_name: str, parent_id: str, query: ListQuery) -> int:
-        params = SQLParams()
-        conditions = _conditions(resource_name, parent_id, query, params, live_only=True)
-        sql = f"SELECT count(*) FROM objects AS o WHERE {' AND '.join(conditions)}"
-        row = await self._tx.run(lambda conn: conn.execute(sql, params.values).fetchone())
+        sql, params = count_sql(resource_name, parent_id, query)
+        row = await self._tx.run(lambda conn: conn.execute(sql, params).fetchone())
         return int(row[0])
 
     async def purge(self, parent_prefix: str) -> None:
@@ -303,13 +298,15 @@ def _bump(conn: sqlite3.Connection, scope: Scope, requested: int | None) -> int:
 # -- query compiler -----------------------------------------------------------------
 # Every predicate below evaluates to 0 or 1, never NULL, so that NOT(...) is exact.
 
-# Python's ignore-case matching pairs these ASCII letters with non-ASCII ones (İ ı ſ K),
+# Python's ignore-case matching pairs these ASCII letters with non-ASCII ones (U+0130,
+# U+0131, U+017F, U+212A),
 # which SQLite's ASCII-only LIKE does not (checked by test_sqlite_specifics).
 _FOLDS_BEYOND_ASCII: Final = frozenset("iks")
 # Object keys a quoted JSON path label names: SQLite compares labels with the raw
 # (escaped) key text, and orjson escapes `"`, `\` and control characters.
 _PATHABLE_KEY: Final = re.compile(r'[^"\\\x00-\x1f]*')
-# SQLite rejects longer LIKE patterns (SQLITE_LIMIT_LIKE_PATTERN_LENGTH is 50000 bytes).
+# SQLite rejects longer LIKE patterns (SQLITE_LIMIT_LIKE_PATTERN_LENGTH is 50000 bytes),
+# and its LIKE stops at U+0000 in the pattern as in the text.
 _MAX_SQL_LIKE_PATTERN: Final = 10_000
 
 
@@ -476,7 +473,9 @@ def _is_in(field: _Field, values: Sequence[Any], params: SQLParams) -> str:
             if rank == field.rank:
                 terms.append(_in_list(field.sql, rank, bound, params))
         else:
-            terms.append(f"({field.rank} = {rank} AND {_in_list(field.value(rank), rank, bound, params)})")
+            terms.append(
+                f"({field.rank} = {rank} AND {_in_list(field.value(rank), rank, bound, params)})"
+            )
     return f"({' OR '.join(terms)})" if terms else "0"
 
 
@@ -495,7 +494,7 @@ def _like(field: _Field, pattern: str, params: SQLParams) -> str:
     else:
         text, scalar, has_nul = field.text, field.scalar, "o.has_nul"
     exact = f"nuages_like({text}, {params(pattern)})"
-    if not pattern.isascii() or len(pattern) > _MAX_SQL_LIKE_PATTERN:
+    if not pattern.isascii() or "\x00" in pattern or len(pattern) > _MAX_SQL_LIKE_PATTERN:
         matched = exact
     else:
         # With an ASCII pattern, SQLite's LIKE (ASCII case folding; `%` matches newlines
@@ -524,9 +523,7 @@ def _contains(field: _Field, flt: Filter, params: SQLParams) -> str:
         return "0"  # never an array
     any_ = flt.operator is Comparison.CONTAINS_ANY
     wanted = flt.value if isinstance(flt.value, list) else [flt.value]
-    exact = (
-        f"nuages_contains({field.json}, {params(encode_parameter(flt.value))}, {int(any_)})"
-    )
+    exact = f"nuages_contains({field.json}, {params(encode_parameter(flt.value))}, {int(any_)})"
     items = [_array_has(field, value, params) for value in wanted]
     found = [item for item in items if item is not None]
     if len(found) < len(items):
@@ -575,14 +572,44 @@ def _filter(flt: Filter, params: SQLParams) -> str:
         return _like(field, str(flt.value), params)
     if op in (Comparison.CONTAINS, Comparison.CONTAINS_ANY):
         return _contains(field, flt, params)
-    comparisons = {Comparison.LT: "<", Comparison.GT: ">", Comparison.MIN: ">=", Comparison.MAX: "<="}
+    comparisons = {
+        Comparison.LT: "<",
+        Comparison.GT: ">",
+        Comparison.MIN: ">=",
+        Comparison.MAX: "<=",
+    }
     return _compare(field, comparisons[op], flt.value, params)
+
+
+def list_sql(resource_name: str, parent_id: str, query: ListQuery) -> tuple[str, dict[str, Any]]:
+    """The statement and parameters of :meth:`SQLiteStorageTransaction.list`."""
+    params = SQLParams()
+    conditions = _conditions(resource_name, parent_id, query, params, live_only=False)
+    if query.keyset is not None:
+        conditions.append(_after_keyset(query.sorting, query.keyset, params))
+    sql = (
+        f"SELECT o.id, o.last_modified, o.data FROM objects AS o"
+        f" WHERE {' AND '.join(conditions)}{_order_by(query.sorting, params)}"
+    )
+    if query.limit is not None:
+        sql += f" LIMIT {params(query.limit)}"
+    return sql, params.values
+
+
+def count_sql(resource_name: str, parent_id: str, query: ListQuery) -> tuple[str, dict[str, Any]]:
+    """The statement and parameters of :meth:`SQLiteStorageTransaction.count`."""
+    params = SQLParams()
+    conditions = _conditions(resource_name, parent_id, query, params, live_only=True)
+    return f"SELECT count(*) FROM objects AS o WHERE {' AND '.join(conditions)}", params.values
 
 
 def _conditions(
     resource_name: str, parent_id: str, query: ListQuery, params: SQLParams, *, live_only: bool
 ) -> list[str]:
-    conditions = [f"o.parent_id = {params(parent_id)}", f"o.resource_name = {params(resource_name)}"]
+    conditions = [
+        f"o.parent_id = {params(parent_id)}",
+        f"o.resource_name = {params(resource_name)}",
+    ]
     if live_only or not query.include_deleted:
         conditions.append("o.deleted = 0")
     if query.ids is not None:

@@ -155,7 +155,7 @@ class Dispatcher:
             # 304, 4xx raised by the handler: still the route's exposed headers (protocol/08 §4).
             route = self._route_of(req.path)
             response = error_response(exc)
-        except Exception:  # noqa: BLE001 - anything else is our bug: 500, logged
+        except Exception:  # anything else is our bug: 500, logged
             log.exception("unhandled error on %s %s", req.method, req.path)
             route = self._route_of(req.path)
             response = plain_error(500, werr.UNDEFINED, werr.MESSAGES[500],
