@@ -290,6 +290,21 @@ async def test_bucket_schema_fields_must_be_objects(client: httpx.AsyncClient, f
     assert body["details"][0]["name"] == f"data.{field}"
 
 
+@pytest.mark.parametrize("schema", [{"type": "nonsense"}, {"minLength": -1},
+                                    {"properties": {"x": {"type": 3}}}])
+async def test_schemas_are_checked_against_the_meta_schema(
+    client: httpx.AsyncClient, schema: dict[str, object]
+) -> None:
+    # Even with schema validation off, an invalid schema is refused (protocol/12 §B).
+    await client.put(BUCKET)
+    response = await client.put(COLLECTION, json={"data": {"schema": schema}})
+    assert response.status_code == 400
+    assert response.json()["details"][0]["name"] == "data.schema"
+    response = await client.patch(BUCKET, json={"data": {"record:schema": schema}})
+    assert response.status_code == 400
+    assert response.json()["details"][0]["name"] == "data.record:schema"
+
+
 async def test_records_have_no_reserved_fields(client: httpx.AsyncClient) -> None:
     await _tree(client)
     data = {"members": "x", "cache_expires": "y", "schema": 3}

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import jsonschema_rs
+from jsonschema_rs import meta as jsonschema_meta
+
 from nuages.core.authorization import AUTHENTICATED, EVERYONE
 from nuages.core.errors import ValidationError
 from nuages.core.resource import NAME_PATTERN, ResourceSpec, generate_name, generate_uuid
@@ -39,9 +42,19 @@ PERMISSION_TREE: dict[str, dict[str, tuple[str, ...]]] = {
 
 
 def _check_schema_field(data: JSONObject, name: str) -> None:
-    if name in data and not isinstance(data[name], dict):
-        raise ValidationError(f"{data[name]!r} is not a mapping type", location="body",
+    """A `schema` / `*:schema` field must be a valid JSON schema, even with validation off."""
+    if name not in data:
+        return
+    schema = data[name]
+    if not isinstance(schema, dict):
+        raise ValidationError(f"{schema!r} is not a mapping type", location="body",
                               name=f"data.{name}")
+    try:
+        jsonschema_meta.validate(schema)
+    except jsonschema_rs.ValidationError as exc:
+        reason = str(exc).splitlines()[0]
+        raise ValidationError(f"Invalid JSON schema: {reason}", location="body",
+                              name=f"data.{name}") from None
 
 
 def validate_bucket(data: JSONObject, old: JSONObject | None, given: bool) -> JSONObject:
