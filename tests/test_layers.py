@@ -9,13 +9,36 @@ import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "nuages"
 
-FORBIDDEN_IN_CORE = ("starlette", "uvicorn", "httpx", "sqlite3", "asyncpg", "redis", "click",
-                     "nuages.web", "nuages.api", "nuages.cli", "nuages.settings",
-                     "nuages.backends", "nuages.sqlite", "nuages.storage.memory",
-                     "nuages.storage.sqlite", "nuages.permission.memory",
-                     "nuages.permission.sqlite", "nuages.cache.memory", "nuages.cache.sqlite")
-FORBIDDEN_IN_API = ("starlette", "uvicorn", "sqlite3", "nuages.web", "nuages.cli",
-                    "nuages.backends", "nuages.sqlite")
+FORBIDDEN_IN_CORE = (
+    "starlette",
+    "uvicorn",
+    "httpx",
+    "sqlite3",
+    "asyncpg",
+    "redis",
+    "click",
+    "nuages.web",
+    "nuages.api",
+    "nuages.cli",
+    "nuages.settings",
+    "nuages.backends",
+    "nuages.sqlite",
+    "nuages.storage.memory",
+    "nuages.storage.sqlite",
+    "nuages.permission.memory",
+    "nuages.permission.sqlite",
+    "nuages.cache.memory",
+    "nuages.cache.sqlite",
+)
+FORBIDDEN_IN_API = (
+    "starlette",
+    "uvicorn",
+    "sqlite3",
+    "nuages.web",
+    "nuages.cli",
+    "nuages.backends",
+    "nuages.sqlite",
+)
 
 
 def imports_of(path: Path) -> set[str]:
@@ -37,10 +60,13 @@ def _violations(package: str, forbidden: tuple[str, ...]) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize(("package", "forbidden"), [
-    ("core", FORBIDDEN_IN_CORE),
-    ("api", FORBIDDEN_IN_API),
-])
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("core", FORBIDDEN_IN_CORE),
+        ("api", FORBIDDEN_IN_API),
+    ],
+)
 def test_layers_only_depend_downwards(package: str, forbidden: tuple[str, ...]) -> None:
     assert _violations(package, forbidden) == []
 

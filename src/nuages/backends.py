@@ -35,10 +35,10 @@ class Backends:
 
 def sqlite_path(url: str) -> str:
     """``sqlite:///./nuages.db`` → ``./nuages.db``; ``sqlite:////var/x.db`` → ``/var/x.db``."""
-    path = url[len("sqlite://"):]
+    path = url[len("sqlite://") :]
     if not path.startswith("/") or len(path) < 2:
         raise BackendError(f"invalid SQLite URL {url!r}: expected sqlite:///path/to/file.db")
-    return path[1:] if not path.startswith("//") else path[1:]
+    return path[1:]
 
 
 def _scheme(url: str) -> str:
@@ -64,15 +64,19 @@ def open_backends(settings: Settings) -> Backends:
     def build(kind: str, url: str) -> Any:
         scheme = _scheme(url)
         if scheme == "memory":
-            return {"storage": MemoryStorage, "permission": MemoryPermission,
-                    "cache": MemoryCache}[kind]()
+            return {"storage": MemoryStorage, "permission": MemoryPermission, "cache": MemoryCache}[
+                kind
+            ]()
         if scheme == "sqlite":
             from nuages.cache.sqlite import SQLiteCache
             from nuages.permission.sqlite import SQLitePermission
             from nuages.storage.sqlite import SQLiteStorage
 
-            classes = {"storage": SQLiteStorage, "permission": SQLitePermission,
-                       "cache": SQLiteCache}
+            classes = {
+                "storage": SQLiteStorage,
+                "permission": SQLitePermission,
+                "cache": SQLiteCache,
+            }
             return classes[kind](database(url))
         raise BackendError(f"unsupported {kind} URL {url!r} (use sqlite:/// or memory://)")
 

@@ -40,17 +40,16 @@ def _wait_until_ready(process: subprocess.Popen[bytes], url: str, log_path: Path
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(
-                f"nuages serve exited with {process.returncode}:\n{log_path.read_text()}"
-            )
+            pytest.fail(f"nuages serve exited with {process.returncode}:\n{log_path.read_text()}")
         try:
             if httpx.get(f"{url}/__lbheartbeat__", timeout=1.0).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.05)
-    pytest.fail(f"nuages serve did not answer within {STARTUP_TIMEOUT_SECONDS}s:\n"
-                f"{log_path.read_text()}")
+    pytest.fail(
+        f"nuages serve did not answer within {STARTUP_TIMEOUT_SECONDS}s:\n{log_path.read_text()}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +66,12 @@ def nuages_server(
     env = _server_environment(workdir / "nuages.db", settings)
     migrated = subprocess.run(
         [sys.executable, "-m", "nuages", "migrate"],
-        env=env, cwd=workdir, capture_output=True, text=True, timeout=60, check=False,
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert migrated.returncode == 0, migrated.stderr
 
@@ -77,7 +81,10 @@ def nuages_server(
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "nuages", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
+            env=env,
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         _wait_until_ready(process, url, log_path)

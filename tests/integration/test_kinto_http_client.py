@@ -307,10 +307,12 @@ def test_json_patch_edits_data_and_permissions(tasks: Client) -> None:
     tasks.create_record(id="r1", data={"tags": ["a"]})
     patched = tasks.patch_record(
         id="r1",
-        changes=JSONPatch([
-            {"op": "add", "path": "/data/tags/-", "value": "b"},
-            {"op": "add", "path": f"/permissions/read/{BOB_ID}"},
-        ]),
+        changes=JSONPatch(
+            [
+                {"op": "add", "path": "/data/tags/-", "value": "b"},
+                {"op": "add", "path": f"/permissions/read/{BOB_ID}"},
+            ]
+        ),
     )
     assert patched["data"]["tags"] == ["a", "b"]
     assert patched["permissions"]["read"] == [BOB_ID]
@@ -371,7 +373,10 @@ def test_get_permissions_lists_what_the_user_may_do(tasks: Client) -> None:
     tasks.create_record(id="r1", data={})
     entries = {(e["resource_name"], e.get("id")): e for e in tasks.get_permissions()}
     assert set(entries) == {
-        ("root", None), ("bucket", "app"), ("collection", "tasks"), ("record", "r1")
+        ("root", None),
+        ("bucket", "app"),
+        ("collection", "tasks"),
+        ("record", "r1"),
     }
     assert entries[("root", None)]["permissions"] == ["bucket:create"]
     assert "write" in entries[("record", "r1")]["permissions"]

@@ -36,7 +36,8 @@ def comma_set(value: str) -> set[str]:
 async def test_json_patch_on_a_bucket_edits_data(client: httpx.AsyncClient) -> None:
     await client.put("/v1/buckets/b", json={"data": {"title": "one"}})
     response = await client.patch(
-        "/v1/buckets/b", json=[{"op": "add", "path": "/data/tags", "value": ["a"]}],
+        "/v1/buckets/b",
+        json=[{"op": "add", "path": "/data/tags", "value": ["a"]}],
         headers=JSON_PATCH,
     )
     assert response.status_code == 200
@@ -48,7 +49,8 @@ async def test_json_patch_on_a_bucket_adds_a_reader(client: httpx.AsyncClient) -
     await client.put("/v1/buckets/b")
     bob = userid(BOB)
     response = await client.patch(
-        "/v1/buckets/b", json=[{"op": "add", "path": f"/permissions/read/{bob}"}],
+        "/v1/buckets/b",
+        json=[{"op": "add", "path": f"/permissions/read/{bob}"}],
         headers=JSON_PATCH,
     )
     assert response.status_code == 200
@@ -102,8 +104,9 @@ async def test_put_with_a_null_permission_list_is_accepted(client: httpx.AsyncCl
 
 
 async def test_post_with_a_null_permission_list_is_accepted(client: httpx.AsyncClient) -> None:
-    response = await client.post("/v1/buckets", json={"data": {"id": "b"},
-                                                      "permissions": {"read": None}})
+    response = await client.post(
+        "/v1/buckets", json={"data": {"id": "b"}, "permissions": {"read": None}}
+    )
     assert response.status_code == 201
     assert response.json()["permissions"] == {"write": [userid(ALICE)]}
 
@@ -112,8 +115,9 @@ async def test_post_of_an_existing_id_with_a_null_permission_list(
     client: httpx.AsyncClient,
 ) -> None:
     await client.put("/v1/buckets/b")
-    response = await client.post("/v1/buckets", json={"data": {"id": "b"},
-                                                      "permissions": {"read": None}})
+    response = await client.post(
+        "/v1/buckets", json={"data": {"id": "b"}, "permissions": {"read": None}}
+    )
     assert response.status_code == 200
 
 
@@ -153,11 +157,16 @@ async def test_group_members_not_a_list_names_the_field(client: httpx.AsyncClien
 
 
 async def test_batch_sub_responses_carry_their_content_type(client: httpx.AsyncClient) -> None:
-    response = await client.post("/v1/batch", json={"requests": [
-        {"method": "PUT", "path": "/buckets/b"},
-        {"method": "HEAD", "path": "/buckets/b"},
-        {"path": "/buckets/b/collections/missing"},
-    ]})
+    response = await client.post(
+        "/v1/batch",
+        json={
+            "requests": [
+                {"method": "PUT", "path": "/buckets/b"},
+                {"method": "HEAD", "path": "/buckets/b"},
+                {"path": "/buckets/b/collections/missing"},
+            ]
+        },
+    )
     assert response.status_code == 200
     statuses = [sub["status"] for sub in response.json()["responses"]]
     assert statuses == [201, 200, 404]
@@ -169,9 +178,14 @@ async def test_batch_not_modified_sub_response_has_no_content_type(
     client: httpx.AsyncClient,
 ) -> None:
     etag = (await client.put("/v1/buckets/b")).headers["ETag"]
-    response = await client.post("/v1/batch", json={"requests": [
-        {"path": "/buckets/b", "headers": {"If-None-Match": etag}},
-    ]})
+    response = await client.post(
+        "/v1/batch",
+        json={
+            "requests": [
+                {"path": "/buckets/b", "headers": {"If-None-Match": etag}},
+            ]
+        },
+    )
     (sub,) = response.json()["responses"]
     assert sub["status"] == 304
     assert "Content-Type" not in sub["headers"]
@@ -212,7 +226,11 @@ async def test_unknown_url_exposes_the_default_headers(client: httpx.AsyncClient
     response = await client.get("/v1/unknown")
     assert response.status_code == 404
     assert exposed(response) == {
-        "Backoff", "Retry-After", "Alert", "Content-Length", "Content-Type"
+        "Backoff",
+        "Retry-After",
+        "Alert",
+        "Content-Length",
+        "Content-Type",
     }
 
 
@@ -231,7 +249,11 @@ async def test_preflight_lists_options_and_the_count_headers(client: httpx.Async
     )
     assert response.status_code == 200
     assert comma_set(response.headers["Access-Control-Allow-Methods"]) == {
-        "GET", "HEAD", "POST", "DELETE", "OPTIONS"
+        "GET",
+        "HEAD",
+        "POST",
+        "DELETE",
+        "OPTIONS",
     }
     allowed = comma_set(response.headers["Access-Control-Allow-Headers"])
     assert {"Total-Objects", "Total-Records", "Next-Page", "ETag"} <= allowed
@@ -315,14 +337,16 @@ async def typed(client: httpx.AsyncClient) -> httpx.AsyncClient:
     await client.put("/v1/buckets/b")
     await client.put("/v1/buckets/b/collections/c")
     for record_id, value in (("one", 1), ("true", True), ("text", "alpha"), ("list", ["a"])):
-        await client.put(f"/v1/buckets/b/collections/c/records/{record_id}",
-                         json={"data": {"v": value}})
+        await client.put(
+            f"/v1/buckets/b/collections/c/records/{record_id}", json={"data": {"v": value}}
+        )
     return client
 
 
 async def ids(client: httpx.AsyncClient, **params: str) -> list[str]:
-    response = await client.get("/v1/buckets/b/collections/c/records",
-                                params={**params, "_sort": "id"})
+    response = await client.get(
+        "/v1/buckets/b/collections/c/records", params={**params, "_sort": "id"}
+    )
     assert response.status_code == 200
     return [record["id"] for record in response.json()["data"]]
 
@@ -353,8 +377,9 @@ async def test_plural_delete_next_page_deletes_the_next_page(client: httpx.Async
     await client.put("/v1/buckets/b/collections/c")
     for n in range(4):
         await client.put(f"/v1/buckets/b/collections/c/records/r{n}", json={"data": {"n": n}})
-    first = await client.delete("/v1/buckets/b/collections/c/records",
-                                params={"_limit": "2", "_sort": "n"})
+    first = await client.delete(
+        "/v1/buckets/b/collections/c/records", params={"_limit": "2", "_sort": "n"}
+    )
     assert [r["id"] for r in first.json()["data"]] == ["r0", "r1"]
     second = await client.delete(first.headers["Next-Page"])
     assert [r["id"] for r in second.json()["data"]] == ["r2", "r3"]
@@ -366,8 +391,9 @@ async def test_if_none_match_star_does_not_leak_to_a_creator_without_read(
 ) -> None:
     # protocol/12 §C: Kinto puts the whole existing bucket in details.existing.
     await client.put("/v1/buckets/secret", json={"data": {"token": "s3cr3t"}})
-    response = await client.put("/v1/buckets/secret", headers={"If-None-Match": "*"},
-                                json={"data": {}}, auth=BOB)
+    response = await client.put(
+        "/v1/buckets/secret", headers={"If-None-Match": "*"}, json={"data": {}}, auth=BOB
+    )
     assert response.status_code == 412
     assert "s3cr3t" not in response.text
 

@@ -24,8 +24,9 @@ async def batch(client: httpx.AsyncClient, body: Any, **kwargs: Any) -> httpx.Re
     return await client.post(BATCH, json=body, **kwargs)
 
 
-async def responses_of(client: httpx.AsyncClient, *requests: dict[str, Any],
-                       **extra: Any) -> list[dict[str, Any]]:
+async def responses_of(
+    client: httpx.AsyncClient, *requests: dict[str, Any], **extra: Any
+) -> list[dict[str, Any]]:
     response = await batch(client, {"requests": list(requests), **extra})
     assert response.status_code == 200, response.text
     return list(response.json()["responses"])
@@ -226,8 +227,10 @@ async def test_defaults_are_deep_merged_without_overwriting(client: httpx.AsyncC
             "method": "PUT",
             "path": "/ignored",
             "headers": {"Response-Behavior": "light"},
-            "body": {"data": {"a": "default", "b": "default"},
-                     "permissions": {"read": ["system.Everyone"]}},
+            "body": {
+                "data": {"a": "default", "b": "default"},
+                "permissions": {"read": ["system.Everyone"]},
+            },
         },
     )
     assert [r["status"] for r in found] == [201, 201]
@@ -300,9 +303,7 @@ async def test_json_array_body_is_400_not_500(client: httpx.AsyncClient) -> None
 
 @pytest.mark.parametrize("raw", [b"null", b"42", b'"text"', b"{not json"])
 async def test_non_object_body_is_400(client: httpx.AsyncClient, raw: bytes) -> None:
-    response = await client.post(
-        BATCH, content=raw, headers={"Content-Type": "application/json"}
-    )
+    response = await client.post(BATCH, content=raw, headers={"Content-Type": "application/json"})
     assert_invalid(response)
 
 
@@ -357,9 +358,7 @@ async def test_batch_max_requests_zero_disables_the_limit(make_client: AppFactor
 )
 async def test_recursive_batch_is_forbidden(client: httpx.AsyncClient, path: str) -> None:
     response = await batch(client, {"requests": [{"method": "POST", "path": path}]})
-    assert_invalid(
-        response, "requests in body: Recursive call on /batch endpoint is forbidden."
-    )
+    assert_invalid(response, "requests in body: Recursive call on /batch endpoint is forbidden.")
 
 
 async def test_recursion_guard_applies_to_defaults_path(client: httpx.AsyncClient) -> None:
@@ -447,8 +446,11 @@ async def test_writes_are_visible_to_later_sub_requests(client: httpx.AsyncClien
         client,
         {"method": "PUT", "path": "/buckets/b"},
         {"method": "PUT", "path": "/buckets/b/groups/g", "body": {"data": {"members": []}}},
-        {"method": "PATCH", "path": "/buckets/b/groups/g",
-         "body": {"data": {"members": [userid(BOB)]}}},
+        {
+            "method": "PATCH",
+            "path": "/buckets/b/groups/g",
+            "body": {"data": {"members": [userid(BOB)]}},
+        },
         {"path": "/buckets/b/groups"},
     )
     assert [r["status"] for r in found] == [201, 201, 200, 200]

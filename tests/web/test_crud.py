@@ -32,14 +32,12 @@ def bob() -> str:
 
 
 @asynccontextmanager
-async def other(client: httpx.AsyncClient, auth: tuple[str, str] | None) -> AsyncIterator[
-    httpx.AsyncClient
-]:
+async def other(
+    client: httpx.AsyncClient, auth: tuple[str, str] | None
+) -> AsyncIterator[httpx.AsyncClient]:
     """Another user (or anonymous with `auth=None`) on the same app."""
     transport = httpx.ASGITransport(app=client.app)  # type: ignore[attr-defined]
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://testserver", auth=auth
-    ) as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver", auth=auth) as c:
         yield c
 
 
@@ -49,8 +47,9 @@ async def _collection(client: httpx.AsyncClient, **permissions: list[str]) -> No
     assert (await client.put(COLLECTION, json=body)).status_code == 201
 
 
-async def _record(client: httpx.AsyncClient, data: dict[str, Any] | None = None,
-                  **permissions: list[str]) -> dict[str, Any]:
+async def _record(
+    client: httpx.AsyncClient, data: dict[str, Any] | None = None, **permissions: list[str]
+) -> dict[str, Any]:
     body: dict[str, Any] = {"data": data if data is not None else {}}
     if permissions:
         body["permissions"] = permissions
@@ -318,8 +317,13 @@ async def test_put_without_data_keeps_the_stored_data(client: httpx.AsyncClient)
 async def test_put_with_permissions_replaces_every_type(client: httpx.AsyncClient) -> None:
     await client.put(
         BUCKET,
-        json={"permissions": {"read": ["account:x"], "collection:create": ["account:y"],
-                              "write": ["account:w"]}},
+        json={
+            "permissions": {
+                "read": ["account:x"],
+                "collection:create": ["account:y"],
+                "write": ["account:w"],
+            }
+        },
     )
     response = await client.put(BUCKET, json={"permissions": {"group:create": ["account:z"]}})
     assert response.status_code == 200
@@ -575,9 +579,7 @@ async def test_json_patch_errors_are_400(client: httpx.AsyncClient, ops: list[An
         {"op": "add", "path": "/data/a", "value": 1},
     ],
 )
-async def test_json_patch_malformed_operations_are_400(
-    client: httpx.AsyncClient, ops: Any
-) -> None:
+async def test_json_patch_malformed_operations_are_400(client: httpx.AsyncClient, ops: Any) -> None:
     await _collection(client)
     await _record(client)
     response = await client.patch(RECORD, json=ops, headers=JSON_PATCH)

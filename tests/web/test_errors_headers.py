@@ -91,8 +91,9 @@ async def test_undefined_method_is_405_with_allow(client: httpx.AsyncClient) -> 
 async def test_500_envelope_has_info(make_client: AppFactory, tmp_path: Path) -> None:
     broken = tmp_path / "version.json"
     broken.write_text("{ not json")
-    async with make_client(version_json_path=str(broken),
-                           error_info_link="https://help.example.com/") as client:
+    async with make_client(
+        version_json_path=str(broken), error_info_link="https://help.example.com/"
+    ) as client:
         response = await client.get("/v1/__version__", headers=ORIGIN)
     assert response.status_code == 500
     assert response.json() == {
@@ -113,8 +114,13 @@ async def test_message_is_the_description_when_it_names_the_field(
 ) -> None:
     response = await client.post("/v1/batch", json={"requests": [{"path": "/"}] * 26})
     body = response.json()
-    assert body["details"] == [{"location": "body", "name": "requests",
-                                "description": "Number of requests is limited to 25"}]
+    assert body["details"] == [
+        {
+            "location": "body",
+            "name": "requests",
+            "description": "Number of requests is limited to 25",
+        }
+    ]
     assert body["message"] == "Number of requests is limited to 25"
 
 
@@ -191,8 +197,11 @@ async def unreachable_database(client: httpx.AsyncClient, backend: str, tmp_path
 
 @pytest.mark.parametrize(("setting", "expected"), [({}, "3"), ({"retry_after_seconds": 7}, "7")])
 async def test_backend_failure_is_503_with_retry_after(
-    make_client: AppFactory, backend: str, tmp_path: Path,
-    setting: dict[str, int], expected: str,
+    make_client: AppFactory,
+    backend: str,
+    tmp_path: Path,
+    setting: dict[str, int],
+    expected: str,
 ) -> None:
     async with make_client(**setting) as client:
         await client.put("/v1/buckets/b")
@@ -224,8 +233,11 @@ async def test_soft_eol_alert_before_the_end_of_service(make_client: AppFactory)
     async with make_client(
         eos=eos.isoformat(), eos_message="Moving soon", eos_url="https://new.example.com"
     ) as client:
-        responses = [await client.get("/v1/"), await client.put("/v1/buckets/b"),
-                     await client.get("/v1/nowhere")]
+        responses = [
+            await client.get("/v1/"),
+            await client.put("/v1/buckets/b"),
+            await client.get("/v1/nowhere"),
+        ]
     assert [r.status_code for r in responses] == [200, 201, 404]
     for response in responses:
         assert json.loads(response.headers["Alert"]) == {
@@ -273,8 +285,14 @@ async def test_past_end_of_service_is_410_everywhere(
 
 
 @pytest.mark.parametrize(
-    "url", ["/v1/buckets", "/v1/buckets/b", "/v1/buckets/b/collections",
-            "/v1/buckets/b/collections/c", "/v1/buckets/b/collections/c/records"]
+    "url",
+    [
+        "/v1/buckets",
+        "/v1/buckets/b",
+        "/v1/buckets/b/collections",
+        "/v1/buckets/b/collections/c",
+        "/v1/buckets/b/collections/c/records",
+    ],
 )
 async def test_authenticated_reads_are_not_cacheable(client: httpx.AsyncClient, url: str) -> None:
     await public_bucket(client)
@@ -362,8 +380,13 @@ async def test_restricted_origins_reject_a_foreign_origin(make_client: AppFactor
             "errno": 107,
             "error": "Invalid parameters",
             "message": "Origin in header: https://evil.test not allowed",
-            "details": [{"location": "header", "name": "Origin",
-                         "description": "https://evil.test not allowed"}],
+            "details": [
+                {
+                    "location": "header",
+                    "name": "Origin",
+                    "description": "https://evil.test not allowed",
+                }
+            ],
         }
         assert "Access-Control-Allow-Origin" not in response.headers
     assert unknown.status_code == 404
@@ -373,8 +396,11 @@ async def test_restricted_origins_reject_a_foreign_origin(make_client: AppFactor
 async def test_preflight(client: httpx.AsyncClient) -> None:
     response = await client.options(
         "/v1/buckets/b/collections/c/records/r",
-        headers={**ORIGIN, "Access-Control-Request-Method": "PATCH",
-                 "Access-Control-Request-Headers": "Authorization, If-Match, X-Custom"},
+        headers={
+            **ORIGIN,
+            "Access-Control-Request-Method": "PATCH",
+            "Access-Control-Request-Headers": "Authorization, If-Match, X-Custom",
+        },
         auth=None,
     )
     assert response.status_code == 200
@@ -382,8 +408,9 @@ async def test_preflight(client: httpx.AsyncClient) -> None:
     methods = {m.strip() for m in response.headers["Access-Control-Allow-Methods"].split(",")}
     assert {"GET", "PUT", "PATCH", "DELETE"} <= methods
     assert "POST" not in methods
-    allowed = {h.strip().lower()
-               for h in response.headers["Access-Control-Allow-Headers"].split(",")}
+    allowed = {
+        h.strip().lower() for h in response.headers["Access-Control-Allow-Headers"].split(",")
+    }
     assert {"authorization", "if-match", "x-custom"} <= allowed
     assert response.headers["Access-Control-Max-Age"] == "3600"
 
@@ -392,8 +419,12 @@ async def test_preflight_needs_no_authentication_on_protected_routes(
     client: httpx.AsyncClient,
 ) -> None:
     await client.put("/v1/buckets/private")
-    for url, method in (("/v1/buckets/private", "DELETE"), ("/v1/buckets", "POST"),
-                        ("/v1/batch", "POST"), ("/v1/buckets/private/collections", "GET")):
+    for url, method in (
+        ("/v1/buckets/private", "DELETE"),
+        ("/v1/buckets", "POST"),
+        ("/v1/batch", "POST"),
+        ("/v1/buckets/private/collections", "GET"),
+    ):
         response = await client.options(
             url, headers={**ORIGIN, "Access-Control-Request-Method": method}, auth=None
         )
@@ -506,9 +537,7 @@ async def test_streamed_body_over_the_size_limit_is_413(make_client: AppFactory)
 
 async def test_batch_body_over_the_size_limit_is_413(make_client: AppFactory) -> None:
     async with make_client(max_request_body_bytes=200) as client:
-        response = await client.post(
-            "/v1/batch", json={"requests": [{"path": "/buckets"}] * 20}
-        )
+        response = await client.post("/v1/batch", json={"requests": [{"path": "/buckets"}] * 20})
     assert response.status_code == 413
 
 
@@ -524,8 +553,9 @@ async def test_json_deeper_than_the_limit_is_400(make_client: AppFactory) -> Non
         too_deep = await client.put("/v1/buckets/c", json={"data": nested(20)})
         batched = await client.post(
             "/v1/batch",
-            json={"requests": [{"method": "PUT", "path": "/buckets/d",
-                                "body": {"data": nested(20)}}]},
+            json={
+                "requests": [{"method": "PUT", "path": "/buckets/d", "body": {"data": nested(20)}}]
+            },
         )
     assert ok.status_code == 201
     assert too_deep.status_code == 400
@@ -545,7 +575,10 @@ async def test_json_deeper_than_the_limit_is_400(make_client: AppFactory) -> Non
 )
 @pytest.mark.parametrize("brackets", [(b"[", b"]"), (b'{"a":', b"}")])
 async def test_extremely_deep_json_is_4xx_never_5xx(
-    client: httpx.AsyncClient, url: str, method: str, template: bytes,
+    client: httpx.AsyncClient,
+    url: str,
+    method: str,
+    template: bytes,
     brackets: tuple[bytes, bytes],
 ) -> None:
     await client.put("/v1/buckets/b")

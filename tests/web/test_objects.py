@@ -34,14 +34,12 @@ METHOD_NOT_ALLOWED = {
 
 
 @asynccontextmanager
-async def other(client: httpx.AsyncClient, auth: tuple[str, str] | None) -> AsyncIterator[
-    httpx.AsyncClient
-]:
+async def other(
+    client: httpx.AsyncClient, auth: tuple[str, str] | None
+) -> AsyncIterator[httpx.AsyncClient]:
     """Another user (or anonymous with `auth=None`) on the same app."""
     transport = httpx.ASGITransport(app=client.app)  # type: ignore[attr-defined]
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://testserver", auth=auth
-    ) as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver", auth=auth) as c:
         yield c
 
 
@@ -290,8 +288,9 @@ async def test_bucket_schema_fields_must_be_objects(client: httpx.AsyncClient, f
     assert body["details"][0]["name"] == f"data.{field}"
 
 
-@pytest.mark.parametrize("schema", [{"type": "nonsense"}, {"minLength": -1},
-                                    {"properties": {"x": {"type": 3}}}])
+@pytest.mark.parametrize(
+    "schema", [{"type": "nonsense"}, {"minLength": -1}, {"properties": {"x": {"type": 3}}}]
+)
 async def test_schemas_are_checked_against_the_meta_schema(
     client: httpx.AsyncClient, schema: dict[str, object]
 ) -> None:
@@ -537,8 +536,13 @@ async def test_records_under_a_missing_collection_are_404_errno_111(
 
 @pytest.mark.parametrize(
     ("method", "url"),
-    [("POST", RECORDS), ("PUT", f"{RECORDS}/r"), ("PATCH", f"{RECORDS}/r"),
-     ("DELETE", f"{RECORDS}/r"), ("DELETE", RECORDS)],
+    [
+        ("POST", RECORDS),
+        ("PUT", f"{RECORDS}/r"),
+        ("PATCH", f"{RECORDS}/r"),
+        ("DELETE", f"{RECORDS}/r"),
+        ("DELETE", RECORDS),
+    ],
 )
 async def test_record_writes_under_missing_collection_are_404_even_anonymous(
     client: httpx.AsyncClient, method: str, url: str
@@ -592,7 +596,9 @@ async def test_same_id_in_different_parents_is_isolated(client: httpx.AsyncClien
         assert record.json()["data"]["bucket"] == bid
     other_record = await client.get("/v1/buckets/b1/collections/d/records/r")
     assert other_record.json()["data"] == {
-        "id": "r", "in": "d", "last_modified": other_record.json()["data"]["last_modified"]
+        "id": "r",
+        "in": "d",
+        "last_modified": other_record.json()["data"]["last_modified"],
     }
     await client.delete("/v1/buckets/b1/collections/c/records/r")
     assert (await client.get("/v1/buckets/b2/collections/c/records/r")).status_code == 200
@@ -661,8 +667,11 @@ async def test_bucket_delete_leaves_only_the_bucket_tombstone(make_client) -> No
         deleted = await client.delete(BUCKET)
         listing = (await client.get("/v1/buckets?_since=0")).json()["data"]
     assert deleted.json() == {
-        "data": {"id": "b", "last_modified": deleted.json()["data"]["last_modified"],
-                 "deleted": True}
+        "data": {
+            "id": "b",
+            "last_modified": deleted.json()["data"]["last_modified"],
+            "deleted": True,
+        }
     }
     assert listing == [deleted.json()["data"]]
 

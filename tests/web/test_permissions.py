@@ -124,9 +124,7 @@ async def test_invalid_credentials_are_anonymous_not_an_error(
     root = await client.get("/v1/", headers={"Authorization": authorization}, auth=None)
     assert root.status_code == 200
     assert "user" not in root.json()
-    denied = await client.put(
-        "/v1/buckets/x", headers={"Authorization": authorization}, auth=None
-    )
+    denied = await client.put("/v1/buckets/x", headers={"Authorization": authorization}, auth=None)
     assert denied.status_code == 401
     assert denied.json() == UNAUTHORIZED
 
@@ -498,8 +496,12 @@ async def test_get_missing_object_is_404_with_parent_read_else_403(
 
 
 async def test_unknown_bucket_is_403_not_404(client: httpx.AsyncClient) -> None:
-    for url in ("/v1/buckets/unknown", "/v1/buckets/unknown/collections/c",
-                "/v1/buckets/unknown/collections", "/v1/buckets/unknown/groups/g"):
+    for url in (
+        "/v1/buckets/unknown",
+        "/v1/buckets/unknown/collections/c",
+        "/v1/buckets/unknown/collections",
+        "/v1/buckets/unknown/groups/g",
+    ):
         response = await client.get(url)
         assert response.status_code == 403, url
         assert response.json() == FORBIDDEN

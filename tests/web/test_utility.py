@@ -293,9 +293,7 @@ async def test_flush_is_not_served_by_default(client: httpx.AsyncClient) -> None
     assert response.json()["errno"] == 111
 
 
-@pytest.mark.parametrize(
-    "settings", [{"plugins": ["flush"]}, {"flush_endpoint_enabled": True}]
-)
+@pytest.mark.parametrize("settings", [{"plugins": ["flush"]}, {"flush_endpoint_enabled": True}])
 async def test_flush_is_enabled_by_the_plugin_or_the_setting(
     make_client: AppFactory, settings: dict[str, Any]
 ) -> None:
@@ -331,11 +329,13 @@ async def test_flush_only_accepts_post(make_client: AppFactory) -> None:
 
 async def permissions_client_seed(client: httpx.AsyncClient) -> None:
     await client.put("/v1/buckets/b", json={"permissions": {"read": [BOB_ID]}})
-    await client.put("/v1/buckets/b/collections/c",
-                     json={"permissions": {"record:create": [BOB_ID]}})
+    await client.put(
+        "/v1/buckets/b/collections/c", json={"permissions": {"record:create": [BOB_ID]}}
+    )
     await client.put("/v1/buckets/b/groups/g")
-    await client.put("/v1/buckets/b/collections/c/records/r",
-                     json={"permissions": {"write": [BOB_ID]}})
+    await client.put(
+        "/v1/buckets/b/collections/c/records/r", json={"permissions": {"write": [BOB_ID]}}
+    )
     await client.put("/v1/buckets/b/collections/c/records/private")
 
 
@@ -402,8 +402,9 @@ async def test_permissions_are_expanded_within_the_object_only(make_client: AppF
 async def test_permissions_of_anonymous_callers(make_client: AppFactory) -> None:
     async with make_client(experimental_permissions_endpoint=True) as client:
         await client.put("/v1/buckets/b")
-        await client.put("/v1/buckets/b/collections/c",
-                         json={"permissions": {"read": ["system.Everyone"]}})
+        await client.put(
+            "/v1/buckets/b/collections/c", json={"permissions": {"read": ["system.Everyone"]}}
+        )
         response = await client.get("/v1/permissions", auth=None)
     # No root entry: anonymous callers may not create buckets.
     assert [e["uri"] for e in response.json()["data"]] == ["/buckets/b/collections/c"]
@@ -413,10 +414,10 @@ async def test_permissions_via_groups_and_deleted_objects(make_client: AppFactor
     async with make_client(experimental_permissions_endpoint=True) as client:
         await client.put("/v1/buckets/b")
         await client.put("/v1/buckets/b/groups/g", json={"data": {"members": [BOB_ID]}})
-        await client.put("/v1/buckets/b/collections/c",
-                         json={"permissions": {"read": ["/buckets/b/groups/g"]}})
-        await client.put("/v1/buckets/b/collections/gone",
-                         json={"permissions": {"read": [BOB_ID]}})
+        await client.put(
+            "/v1/buckets/b/collections/c", json={"permissions": {"read": ["/buckets/b/groups/g"]}}
+        )
+        await client.put("/v1/buckets/b/collections/gone", json={"permissions": {"read": [BOB_ID]}})
         await client.delete("/v1/buckets/b/collections/gone")
         entries = by_uri(await client.get("/v1/permissions", auth=BOB))
     assert set(entries) == {"/", "/buckets/b/collections/c"}
@@ -442,8 +443,9 @@ async def test_permissions_from_settings_list_every_object(make_client: AppFacto
         "read:attributes",
         "record:create",
     ]
-    assert anonymous == {"/": {"uri": "/", "resource_name": "root",
-                               "permissions": ["bucket:create"]}}
+    assert anonymous == {
+        "/": {"uri": "/", "resource_name": "root", "permissions": ["bucket:create"]}
+    }
 
 
 async def test_permissions_endpoint_obeys_permissions_read_principals(
@@ -477,8 +479,7 @@ async def test_permissions_filters_and_sorting(make_client: AppFactory) -> None:
 
 
 @pytest.mark.parametrize(
-    "query", ["unknown=1", "permissions=read", "_sort=unknown", "_fields=unknown",
-              "like_nothing=x"]
+    "query", ["unknown=1", "permissions=read", "_sort=unknown", "_fields=unknown", "like_nothing=x"]
 )
 async def test_permissions_filters_are_strict(make_client: AppFactory, query: str) -> None:
     async with make_client(experimental_permissions_endpoint=True) as client:

@@ -18,9 +18,7 @@ JSONObject = dict[str, Any]
 PERMISSION_TREE: dict[str, dict[str, tuple[str, ...]]] = {
     "bucket:write": {"bucket": ("write",)},
     "bucket:read": {"bucket": ("write", "read")},
-    "bucket:read:attributes": {
-        "bucket": ("write", "read", "collection:create", "group:create")
-    },
+    "bucket:read:attributes": {"bucket": ("write", "read", "collection:create", "group:create")},
     "collection:create": {"bucket": ("write", "collection:create")},
     "group:create": {"bucket": ("write", "group:create")},
     "group:write": {"bucket": ("write",), "group": ("write",)},
@@ -47,14 +45,16 @@ def _check_schema_field(data: JSONObject, name: str) -> None:
         return
     schema = data[name]
     if not isinstance(schema, dict):
-        raise ValidationError(f"{schema!r} is not a mapping type", location="body",
-                              name=f"data.{name}")
+        raise ValidationError(
+            f"{schema!r} is not a mapping type", location="body", name=f"data.{name}"
+        )
     try:
         jsonschema_meta.validate(schema)
     except jsonschema_rs.ValidationError as exc:
         reason = str(exc).splitlines()[0]
-        raise ValidationError(f"Invalid JSON schema: {reason}", location="body",
-                              name=f"data.{name}") from None
+        raise ValidationError(
+            f"Invalid JSON schema: {reason}", location="body", name=f"data.{name}"
+        ) from None
 
 
 def validate_bucket(data: JSONObject, old: JSONObject | None, given: bool) -> JSONObject:
@@ -67,8 +67,9 @@ def validate_collection(data: JSONObject, old: JSONObject | None, given: bool) -
     _check_schema_field(data, "schema")
     expires = data.get("cache_expires")
     if "cache_expires" in data and (not isinstance(expires, int) or isinstance(expires, bool)):
-        raise ValidationError(f"{expires!r} is not a number", location="body",
-                              name="data.cache_expires")
+        raise ValidationError(
+            f"{expires!r} is not a number", location="body", name="data.cache_expires"
+        )
     return data
 
 
@@ -79,16 +80,17 @@ def validate_group(data: JSONObject, old: JSONObject | None, given: bool) -> JSO
     if "members" not in data:
         return data
     if not isinstance(members, list):
-        raise ValidationError(f"{members!r} is not iterable", location="body",
-                              name="data.members")
+        raise ValidationError(f"{members!r} is not iterable", location="body", name="data.members")
     # Errors name the offending entry, "data.members.<index>", as Kinto does.
     for index, member in enumerate(members):
         if not isinstance(member, str):
-            raise ValidationError(f"{member!r} is not a string", location="body",
-                                  name=f"data.members.{index}")
+            raise ValidationError(
+                f"{member!r} is not a string", location="body", name=f"data.members.{index}"
+            )
         if member == EVERYONE or member.startswith("/buckets/"):
-            raise ValidationError(f"'{member}' is not a valid user ID.", location="body",
-                                  name=f"data.members.{index}")
+            raise ValidationError(
+                f"'{member}' is not a valid user ID.", location="body", name=f"data.members.{index}"
+            )
     return data
 
 
@@ -97,8 +99,9 @@ def _members(obj: JSONObject | None) -> set[str]:
     return {m for m in members if isinstance(m, str)}
 
 
-async def group_membership(tx: Tx, uri: str, old: JSONObject | None,
-                           new: JSONObject | None) -> None:
+async def group_membership(
+    tx: Tx, uri: str, old: JSONObject | None, new: JSONObject | None
+) -> None:
     """Keep user principals in sync with the group's members (protocol/06 §2)."""
     before, after = _members(old), _members(new)
     for member in before - after:
@@ -111,8 +114,7 @@ async def group_deleted(tx: Tx, uri: str, old: JSONObject | None, new: JSONObjec
     await tx.permission.remove_principal(uri)
 
 
-async def bucket_deleted(tx: Tx, uri: str, old: JSONObject | None,
-                         new: JSONObject | None) -> None:
+async def bucket_deleted(tx: Tx, uri: str, old: JSONObject | None, new: JSONObject | None) -> None:
     """A bucket's groups disappear with it: so do their principals."""
     from nuages.core.objects import ListQuery
 
@@ -164,5 +166,12 @@ RECORD = ResourceSpec(
 
 RESOURCES = (BUCKET, COLLECTION, GROUP, RECORD)
 
-__all__ = ["AUTHENTICATED", "BUCKET", "COLLECTION", "GROUP", "PERMISSION_TREE", "RECORD",
-           "RESOURCES"]
+__all__ = [
+    "AUTHENTICATED",
+    "BUCKET",
+    "COLLECTION",
+    "GROUP",
+    "PERMISSION_TREE",
+    "RECORD",
+    "RESOURCES",
+]

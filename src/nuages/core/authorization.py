@@ -63,7 +63,7 @@ async def load_caller(permission: PermissionTransaction, user_id: str | None) ->
 def bound_permissions(
     tree: PermissionTree, key: str, level_uris: Mapping[str, str]
 ) -> list[BoundPermission]:
-    """The ``(uri, permission)`` pairs that grant `key` on the object whose chain is `level_uris`."""
+    """The ``(uri, permission)`` pairs granting `key` on the object whose chain is `level_uris`."""
     bound: list[BoundPermission] = []
     for level, perms in tree.get(key, {}).items():
         uri = level_uris.get(level)

@@ -59,9 +59,7 @@ def decode_token(token: str, sorting: Sequence[Sort]) -> tuple[Keyset, str, int]
     return keyset, nonce, offset
 
 
-def next_page_url(
-    base_url: str, params: Sequence[tuple[str, str]], limit: int, token: str
-) -> str:
+def next_page_url(base_url: str, params: Sequence[tuple[str, str]], limit: int, token: str) -> str:
     """Absolute URL of the next page: every original parameter, plus ``_limit`` and ``_token``."""
     kept = [(k, v) for k, v in params if k not in ("_limit", "_token")]
     kept += [("_limit", str(limit)), ("_token", token)]

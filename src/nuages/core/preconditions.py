@@ -47,8 +47,7 @@ def check(
     if read and isinstance(if_none_match, int) and exists and if_none_match == current:
         raise NotModified(current)
     etag = current if current is not None else (list_timestamp or 0)
-    if if_match is not None:
-        if not exists or (if_match != ANY and if_match != current):
-            raise PreconditionFailed(etag, existing if exists else None)
+    if if_match is not None and (not exists or if_match not in (ANY, current)):
+        raise PreconditionFailed(etag, existing if exists else None)
     if if_none_match == ANY and exists:
         raise PreconditionFailed(etag, existing)

@@ -93,7 +93,7 @@ class ResourceSpec:
         return f"{self.parent_uri(ids)}/{self.plural}/{object_id}"
 
     def level_uris(self, ids: Mapping[str, str], object_id: str | None) -> dict[str, str]:
-        """URI of each level, by resource name (the object's own level when `object_id` is given)."""
+        """URI of each level by resource name (the object's own level when `object_id` is given)."""
         uris: dict[str, str] = {}
         uri = ""
         for spec in self.chain():

@@ -8,10 +8,10 @@ validation → existence → 304 → 412 → write.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 from nuages.cache.protocol import Cache
 from nuages.core import pagination, preconditions
@@ -158,11 +158,12 @@ class Service:
         return f"{spec.parent.name}:{perm}"
 
     async def _allowed_on_parent(self, tx: Tx, call: Call, perm: str) -> bool:
-        """``read`` / ``write`` of the parent (list access), settings keyed by the request's type."""
+        """``read`` / ``write`` of the parent (list access); settings keyed by the request type."""
         spec = call.spec
         if spec.parent is None:
-            return intersects(call.caller.principals, self.config.principals.get(
-                f"{spec.name}:{perm}", ()))
+            return intersects(
+                call.caller.principals, self.config.principals.get(f"{spec.name}:{perm}", ())
+            )
         if self._granted_by_settings(call, self._parent_key(spec, perm), perm):
             return True
         uris = spec.parent.level_uris(call.ids, call.ids[spec.parent.name])
@@ -273,7 +274,9 @@ class Service:
             await tx.permission.delete_object_permissions(uri + "/*")
 
     # -- single objects ---------------------------------------------------------
-    async def get_object(self, tx: Tx, call: Call, *, fields: Sequence[str] | None = None) -> Outcome:
+    async def get_object(
+        self, tx: Tx, call: Call, *, fields: Sequence[str] | None = None
+    ) -> Outcome:
         spec = call.spec
         object_id = self._check_id(call)
         uris = spec.level_uris(call.ids, object_id)
@@ -459,7 +462,9 @@ class Service:
             )
         return new_data, replace
 
-    async def delete_object(self, tx: Tx, call: Call, *, last_modified: int | None = None) -> Outcome:
+    async def delete_object(
+        self, tx: Tx, call: Call, *, last_modified: int | None = None
+    ) -> Outcome:
         spec = call.spec
         object_id = self._check_id(call)
         if spec.parent_must_exist:
@@ -485,13 +490,10 @@ class Service:
         shared = await tx.permission.get_accessible_objects(
             call.caller.principals, [(prefix + "*", p) for p in own]
         )
-        ids = frozenset(u[len(prefix):] for u in shared if "/" not in u[len(prefix):])
+        ids = frozenset(u[len(prefix) :] for u in shared if "/" not in u[len(prefix) :])
         if ids:
             return ids
-        if spec.parent is not None:
-            uris = spec.level_uris(call.ids, None)
-        else:
-            uris = {}
+        uris = spec.level_uris(call.ids, None) if spec.parent is not None else {}
         if await self._allowed(tx, call, "create", uris):
             return frozenset()
         raise self._deny(call)
@@ -541,13 +543,20 @@ class Service:
         if head:
             query = ListQuery(filters=params.filters, ids=visible)
             total = await tx.storage.count(spec.name, spec.parent_uri(call.ids), query)
-            return Outcome(200, None, timestamp, total=total, alert=params.deprecated_to,
-                           cache_expires=expires)
+            return Outcome(
+                200, None, timestamp, total=total, alert=params.deprecated_to, cache_expires=expires
+            )
         found, next_token = await self._page(tx, call, params, visible)
         if params.fields:
             found = [project(o, params.fields) for o in found]
-        return Outcome(200, {"data": found}, timestamp, next_token, alert=params.deprecated_to,
-                       cache_expires=expires)
+        return Outcome(
+            200,
+            {"data": found},
+            timestamp,
+            next_token,
+            alert=params.deprecated_to,
+            cache_expires=expires,
+        )
 
     async def post_list(self, tx: Tx, call: Call) -> Outcome:
         spec = call.spec
@@ -625,4 +634,4 @@ class Service:
 _ABSENT = object()
 
 
-__all__ = ["Call", "Outcome", "Service", "ServiceConfig", "Tx", "EVERYONE"]
+__all__ = ["EVERYONE", "Call", "Outcome", "Service", "ServiceConfig", "Tx"]

@@ -23,7 +23,9 @@ class Bump:
     scope_timestamp: int
 
 
-def next_timestamp(previous: int | None, requested: int | None = None, *, now: int | None = None) -> Bump:
+def next_timestamp(
+    previous: int | None, requested: int | None = None, *, now: int | None = None
+) -> Bump:
     """Compute the timestamp of a write in a scope whose current timestamp is `previous`.
 
     Without `requested`, the write gets ``max(now, previous + 1)``. A `requested`

@@ -94,7 +94,9 @@ class MemoryStorageTransaction:
         self._state.objects.setdefault(scope, {})[stored["id"]] = stored
         return copy.deepcopy(stored)
 
-    async def create(self, resource_name: str, parent_id: str, obj: Mapping[str, Any]) -> JSONObject:
+    async def create(
+        self, resource_name: str, parent_id: str, obj: Mapping[str, Any]
+    ) -> JSONObject:
         scope = (parent_id, resource_name)
         existing = self._state.objects.get(scope, {}).get(obj["id"])
         if existing is not None and existing.get("deleted") is not True:
@@ -108,13 +110,22 @@ class MemoryStorageTransaction:
         scope = (parent_id, resource_name)
         existing = self._state.objects.get(scope, {}).get(object_id)
         requested = _requested(obj.get("last_modified"))
-        if existing is not None and requested is not None and requested <= existing["last_modified"]:
+        if (
+            existing is not None
+            and requested is not None
+            and requested <= existing["last_modified"]
+        ):
             requested = None
         data = {**obj, "id": object_id}
         return self._store(scope, data, requested)
 
     async def delete(
-        self, resource_name: str, parent_id: str, object_id: str, *, last_modified: int | None = None
+        self,
+        resource_name: str,
+        parent_id: str,
+        object_id: str,
+        *,
+        last_modified: int | None = None,
     ) -> JSONObject:
         scope = (parent_id, resource_name)
         existing = self._state.objects.get(scope, {}).get(object_id)
@@ -136,7 +147,9 @@ class MemoryStorageTransaction:
         ]
 
     async def list(self, resource_name: str, parent_id: str, query: ListQuery) -> list[JSONObject]:
-        found = filtering.sort_objects(self._candidates(resource_name, parent_id, query), query.sorting)
+        found = filtering.sort_objects(
+            self._candidates(resource_name, parent_id, query), query.sorting
+        )
         if query.keyset is not None:
             keyset = query.keyset
             found = [o for o in found if filtering.after_keyset(o, query.sorting, keyset)]

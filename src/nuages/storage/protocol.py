@@ -37,7 +37,9 @@ class StorageTransaction(Protocol):
         """The object, or ``None``. Tombstones only with `include_deleted`."""
         ...
 
-    async def create(self, resource_name: str, parent_id: str, obj: Mapping[str, Any]) -> JSONObject:
+    async def create(
+        self, resource_name: str, parent_id: str, obj: Mapping[str, Any]
+    ) -> JSONObject:
         """Store a new object (``obj["id"]`` required) and return it with its
         ``last_modified``. An integer ``obj["last_modified"]`` is a requested
         timestamp (see :func:`nuages.core.timestamps.next_timestamp`). Replaces a
@@ -54,7 +56,12 @@ class StorageTransaction(Protocol):
         ...
 
     async def delete(
-        self, resource_name: str, parent_id: str, object_id: str, *, last_modified: int | None = None
+        self,
+        resource_name: str,
+        parent_id: str,
+        object_id: str,
+        *,
+        last_modified: int | None = None,
     ) -> JSONObject:
         """Replace the live object by a tombstone and return the tombstone.
         Raises :class:`ObjectNotFound` if there is no live object."""

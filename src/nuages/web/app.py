@@ -84,8 +84,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = False) -> St
 
     def early(request: Request, response: WebResponse) -> Response:
         """A response decided before the dispatcher: still gets security/CORS headers."""
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in request.scope["headers"]}
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]
+        }
         dispatcher._finish(WebRequest(request.method, "", [], headers), None, response)
         return _to_response(response)
 
@@ -95,28 +96,38 @@ def create_app(settings: Settings | None = None, *, migrate: bool = False) -> St
             path = unquote_to_bytes(scope.get("raw_path") or scope["path"].encode()).decode()
         except UnicodeDecodeError:
             # Kinto's plain http_error: the message alone, no details (protocol/08 §1).
-            return early(request, plain_error(400, werr.INVALID_PARAMETERS, "Invalid URL path.",
-                                              error="Bad Request"))
+            return early(
+                request,
+                plain_error(400, werr.INVALID_PARAMETERS, "Invalid URL path.", error="Bad Request"),
+            )
         path = path.split("?", 1)[0]
         try:
-            query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True,
-                              encoding="utf-8", errors="strict")
+            query = parse_qsl(
+                scope["query_string"].decode("latin-1"),
+                keep_blank_values=True,
+                encoding="utf-8",
+                errors="strict",
+            )
         except UnicodeDecodeError:
-            return early(request, plain_error(400, werr.INVALID_PARAMETERS, QUERY_ENCODING_ERROR,
-                                              error="Bad Request"))
+            return early(
+                request,
+                plain_error(
+                    400, werr.INVALID_PARAMETERS, QUERY_ENCODING_ERROR, error="Bad Request"
+                ),
+            )
         body = await _read_body(request, settings.max_request_body_bytes)
         if body is None:
             limit = settings.max_request_body_bytes
-            response = plain_error(413, werr.REQUEST_TOO_LARGE,
-                                   f"Request body is larger than {limit} bytes")
+            response = plain_error(
+                413, werr.REQUEST_TOO_LARGE, f"Request body is larger than {limit} bytes"
+            )
             return early(request, response)
         host = request.headers.get("host") or "localhost"
         web_request = WebRequest(
             method=request.method,
             path=path,
             query=query,
-            headers={k.decode("latin-1").lower(): v.decode("latin-1")
-                     for k, v in scope["headers"]},
+            headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
             body=body,
             base_url=f"{scope.get('scheme', 'http')}://{host}",
             client=request.client.host if request.client else None,
@@ -134,8 +145,9 @@ def create_app(settings: Settings | None = None, *, migrate: bool = False) -> St
         finally:
             await backends.aclose()
 
-    app = Starlette(routes=[Route("/{path:path}", endpoint, methods=ALL_METHODS)],
-                    lifespan=lifespan)
+    app = Starlette(
+        routes=[Route("/{path:path}", endpoint, methods=ALL_METHODS)], lifespan=lifespan
+    )
     app.state.settings = settings
     app.state.dispatcher = dispatcher
     app.state.backends = backends

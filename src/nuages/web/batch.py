@@ -96,7 +96,10 @@ async def run_batch(dispatcher: Dispatcher, req: WebRequest, route: Route) -> We
 
 
 async def _one(
-    dispatcher: Dispatcher, outer: WebRequest, inherited: dict[str, str], sub: dict[str, Any],
+    dispatcher: Dispatcher,
+    outer: WebRequest,
+    inherited: dict[str, str],
+    sub: dict[str, Any],
     tx: Any,
 ) -> dict[str, Any]:
     path = sub["path"]

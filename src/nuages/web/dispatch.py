@@ -111,18 +111,31 @@ class Dispatcher:
         self.prefix = "/v1"
 
     # -- registration -----------------------------------------------------------
-    def add(self, name: str, template: str, methods: tuple[str, ...], handler: Handler,
-            **kwargs: Any) -> None:
+    def add(
+        self, name: str, template: str, methods: tuple[str, ...], handler: Handler, **kwargs: Any
+    ) -> None:
         if "GET" in methods and "HEAD" not in methods:
             methods = (*methods, "HEAD")
         self.routes.append(Route(name, _compile(template), methods, handler, **kwargs))
 
     def add_resource(self, spec: ResourceSpec, plural_template: str) -> None:
         object_template = f"{plural_template}/{{id}}"
-        self.add(f"{spec.name}-plural", plural_template, ("GET", "POST", "DELETE"),
-                 self._plural_handler(spec), spec=spec, plural=True)
-        self.add(f"{spec.name}-object", object_template, ("GET", "PUT", "PATCH", "DELETE"),
-                 self._object_handler(spec), spec=spec, content_types=PATCH_TYPES)
+        self.add(
+            f"{spec.name}-plural",
+            plural_template,
+            ("GET", "POST", "DELETE"),
+            self._plural_handler(spec),
+            spec=spec,
+            plural=True,
+        )
+        self.add(
+            f"{spec.name}-object",
+            object_template,
+            ("GET", "PUT", "PATCH", "DELETE"),
+            self._object_handler(spec),
+            spec=spec,
+            content_types=PATCH_TYPES,
+        )
 
     def _route_of(self, path: str) -> Route | None:
         """The route a full ``/v1/...`` path addresses, if any."""
@@ -158,8 +171,9 @@ class Dispatcher:
         except Exception:  # anything else is our bug: 500, logged
             log.exception("unhandled error on %s %s", req.method, req.path)
             route = self._route_of(req.path)
-            response = plain_error(500, werr.UNDEFINED, werr.MESSAGES[500],
-                                   info=self.settings.error_info_link)
+            response = plain_error(
+                500, werr.UNDEFINED, werr.MESSAGES[500], info=self.settings.error_info_link
+            )
         self._finish(req, route, response)
         if req.method == "HEAD":
             response.data = response.raw = None
@@ -190,8 +204,11 @@ class Dispatcher:
                 return None, WebResponse(200, None)
             return None, self._redirect(req, self.prefix + req.path)
         if m.group(1) != "1":
-            return None, plain_error(404, werr.VERSION_NOT_AVAILABLE,
-                                     "The requested API version is not available on this server.")
+            return None, plain_error(
+                404,
+                werr.VERSION_NOT_AVAILABLE,
+                "The requested API version is not available on this server.",
+            )
         rest = m.group(2)
         if rest is None:
             return None, self._slash_redirect(req, self.prefix + "/")
@@ -216,8 +233,8 @@ class Dispatcher:
             accept = req.headers.get("accept")
             if accept and not _accepts_json(accept):
                 return route, validation_response(
-                    406, "header", "Accept",
-                    "Accept header should be one of ['application/json']")
+                    406, "header", "Accept", "Accept header should be one of ['application/json']"
+                )
         return route, await route.handler(req, params, tx)
 
     def _redirect(self, req: WebRequest, path: str) -> WebResponse:
@@ -250,10 +267,14 @@ class Dispatcher:
         if not self._origin_allowed(origin):
             return validation_response(400, "header", "Origin", f"{origin} not allowed")
         if method is None or method not in route.methods:
-            return validation_response(400, "header", "Access-Control-Request-Method",
-                                       f"Method not allowed: {method}")
-        requested = [h.strip() for h in req.headers.get("access-control-request-headers", "")
-                     .split(",") if h.strip()]
+            return validation_response(
+                400, "header", "Access-Control-Request-Method", f"Method not allowed: {method}"
+            )
+        requested = [
+            h.strip()
+            for h in req.headers.get("access-control-request-headers", "").split(",")
+            if h.strip()
+        ]
         # Every header the route exposes, whatever the method (Total-* of HEAD included).
         exposed = [h for m in route.methods for h in self._exposed(route, m)]
         allowed_headers = list(dict.fromkeys([*exposed, *requested]))
@@ -324,26 +345,35 @@ class Dispatcher:
             names = ", ".join(f"'{c}'" for c in allowed)
             raise errors.ValidationError(
                 f"Content-Type header should be one of [{names}]",
-                location="header", name="Content-Type", status=415)
+                location="header",
+                name="Content-Type",
+                status=415,
+            )
         if not req.body.strip():
             return None
         if len(req.body) > self.settings.max_request_body_bytes:
             raise errors.ValidationError(
                 f"Request body is larger than {self.settings.max_request_body_bytes} bytes",
-                location="body", name=None, status=413, error="Request Entity Too Large")
+                location="body",
+                name=None,
+                status=413,
+                error="Request Entity Too Large",
+            )
         try:
             body = orjson.loads(req.body)
         except orjson.JSONDecodeError as exc:
             # name "" as Kinto: the message is then the bare description (protocol/08 §1).
-            raise errors.ValidationError(f"Invalid JSON: {exc}", location="body", name="") \
-                from None
+            raise errors.ValidationError(f"Invalid JSON: {exc}", location="body", name="") from None
         if not isinstance(body, dict | list):
-            raise errors.ValidationError("Should be a JSON object or an array",
-                                         location="body", name="")
+            raise errors.ValidationError(
+                "Should be a JSON object or an array", location="body", name=""
+            )
         if not json_depth_ok(body, self.settings.max_json_depth):
             raise errors.ValidationError(
                 f"JSON nested deeper than {self.settings.max_json_depth} levels",
-                location="body", name=None)
+                location="body",
+                name=None,
+            )
         return body
 
     @asynccontextmanager
@@ -355,8 +385,9 @@ class Dispatcher:
             yield new
 
     # -- resources ----------------------------------------------------------------
-    def _call(self, req: WebRequest, route: Route, params: dict[str, str], body: Any,
-              caller: Any) -> Call:
+    def _call(
+        self, req: WebRequest, route: Route, params: dict[str, str], body: Any, caller: Any
+    ) -> Call:
         assert route.spec is not None
         object_id = params.pop("id", None)
         return Call(
@@ -385,12 +416,14 @@ class Dispatcher:
             url = self.base_url(req) + req.path
             headers["Next-Page"] = next_page_url(url, req.query, limit, token)
         if outcome.alert:
-            headers["Alert"] = orjson.dumps({
-                "code": "soft-eol",
-                "message": "_to is now deprecated, you should use _before instead",
-                "url": "https://kinto.readthedocs.io/en/2.4.0/api/resource.html"
-                       "#list-of-available-url-parameters",
-            }).decode()
+            headers["Alert"] = orjson.dumps(
+                {
+                    "code": "soft-eol",
+                    "message": "_to is now deprecated, you should use _before instead",
+                    "url": "https://kinto.readthedocs.io/en/2.4.0/api/resource.html"
+                    "#list-of-available-url-parameters",
+                }
+            ).decode()
         return WebResponse(outcome.status, None if head else outcome.body, headers)
 
     def _plural_handler(self, spec: ResourceSpec) -> Handler:
@@ -448,10 +481,15 @@ def cache_headers(expires: int | None) -> dict[str, str]:
         return {"Cache-Control": "no-cache, no-store"}
     now_ms = int(time.time() * 1000)
     if expires > 0:
-        return {"Cache-Control": f"max-age={expires}",
-                "Expires": http_date(now_ms + expires * 1000)}
-    return {"Cache-Control": "max-age=0, must-revalidate, no-cache, no-store",
-            "Expires": http_date(now_ms), "Pragma": "no-cache"}
+        return {
+            "Cache-Control": f"max-age={expires}",
+            "Expires": http_date(now_ms + expires * 1000),
+        }
+    return {
+        "Cache-Control": "max-age=0, must-revalidate, no-cache, no-store",
+        "Expires": http_date(now_ms),
+        "Pragma": "no-cache",
+    }
 
 
 def _accepts_json(accept: str) -> bool:

@@ -65,7 +65,10 @@ def validation_response(
     status: int, location: str, name: str | None, description: str, *, error: str | None = None
 ) -> WebResponse:
     exc = errors.ValidationError(
-        description, location=location, name=name, status=status,
+        description,
+        location=location,
+        name=name,
+        status=status,
         error=error or "Invalid parameters",
     )
     return WebResponse(status, from_error(exc)[1])

@@ -10,8 +10,7 @@ import nuages
 if TYPE_CHECKING:
     from nuages.web.dispatch import Dispatcher, Route
 
-_TAGS = {"bucket": "Buckets", "collection": "Collections", "group": "Groups",
-         "record": "Records"}
+_TAGS = {"bucket": "Buckets", "collection": "Collections", "group": "Groups", "record": "Records"}
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -32,14 +31,18 @@ def _operation(route: Route, method: str, path: str) -> dict[str, Any]:
         "parameters": params,
         "responses": {
             "200": {"description": "Success"},
-            "400": {"description": "Invalid request", "content": {"application/json": {"schema": _ERROR}}},
+            "400": {
+                "description": "Invalid request",
+                "content": {"application/json": {"schema": _ERROR}},
+            },
             "401": {"description": "Authentication required"},
             "403": {"description": "Forbidden"},
         },
     }
     if method in ("POST", "PUT", "PATCH"):
-        op["requestBody"] = {"content": {ct: {"schema": {"type": "object"}}
-                                         for ct in route.content_types}}
+        op["requestBody"] = {
+            "content": {ct: {"schema": {"type": "object"}} for ct in route.content_types}
+        }
     if spec is not None and route.plural and method == "GET":
         op["parameters"] += [
             {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
@@ -56,21 +59,29 @@ def build_openapi(dispatcher: Dispatcher) -> dict[str, Any]:
     s = dispatcher.settings
     return {
         "openapi": "3.0.3",
-        "info": {"title": s.project_name, "version": nuages.HTTP_API_VERSION,
-                 "description": "Kinto HTTP API 1.23, served by Nuages " + nuages.__version__},
+        "info": {
+            "title": s.project_name,
+            "version": nuages.HTTP_API_VERSION,
+            "description": "Kinto HTTP API 1.23, served by Nuages " + nuages.__version__,
+        },
         "servers": [{"url": dispatcher.prefix}],
         "paths": paths,
         "components": {
             "securitySchemes": {"basicauth": {"type": "http", "scheme": "basic"}},
-            "schemas": {"Error": {
-                "type": "object",
-                "required": ["code", "errno", "error"],
-                "properties": {
-                    "code": {"type": "integer"}, "errno": {"type": "integer"},
-                    "error": {"type": "string"}, "message": {"type": "string"},
-                    "info": {"type": "string"}, "details": {},
-                },
-            }},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["code", "errno", "error"],
+                    "properties": {
+                        "code": {"type": "integer"},
+                        "errno": {"type": "integer"},
+                        "error": {"type": "string"},
+                        "message": {"type": "string"},
+                        "info": {"type": "string"},
+                        "details": {},
+                    },
+                }
+            },
         },
         "security": [{"basicauth": []}, {}],
     }

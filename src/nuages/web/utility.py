@@ -32,8 +32,7 @@ CAPABILITIES = {
         "url": "https://kinto.readthedocs.io/en/latest/api/1.x/flush.html",
     },
     "permissions_endpoint": {
-        "description": "The permissions endpoint can be used to list all user objects "
-        "permissions.",
+        "description": "The permissions endpoint can be used to list all user objects permissions.",
         "url": "https://kinto.readthedocs.io/en/latest/configuration/settings.html"
         "#activating-the-permissions-endpoint",
     },
@@ -45,16 +44,21 @@ PERMISSIONS_FIELDS = frozenset(
 
 # Within one object, a permission implies others (protocol/09 §7).
 IMPLIED = {
-    "bucket": {"write": ("read", "collection:create", "group:create", "read:attributes"),
-               "read": ("read:attributes",), "collection:create": ("read:attributes",),
-               "group:create": ("read:attributes",)},
-    "collection": {"write": ("read", "record:create", "read:attributes"),
-                   "read": ("read:attributes",), "record:create": ("read:attributes",)},
+    "bucket": {
+        "write": ("read", "collection:create", "group:create", "read:attributes"),
+        "read": ("read:attributes",),
+        "collection:create": ("read:attributes",),
+        "group:create": ("read:attributes",),
+    },
+    "collection": {
+        "write": ("read", "record:create", "read:attributes"),
+        "read": ("read:attributes",),
+        "record:create": ("read:attributes",),
+    },
     "group": {"write": ("read",)},
     "record": {"write": ("read",)},
 }
-LEVELS = {"buckets": "bucket", "collections": "collection", "groups": "group",
-          "records": "record"}
+LEVELS = {"buckets": "bucket", "collections": "collection", "groups": "group", "records": "record"}
 
 
 def flush_enabled(settings: Any) -> bool:
@@ -135,9 +139,7 @@ class Utility:
                 return False
 
         names = ("storage", "permission", "cache")
-        results = await asyncio.gather(
-            *(check(getattr(self.backends, n)) for n in names)
-        )
+        results = await asyncio.gather(*(check(getattr(self.backends, n)) for n in names))
         body = dict(zip(names, results, strict=True))
         return WebResponse(200 if all(results) else 503, body)
 
@@ -167,17 +169,27 @@ class Utility:
         return WebResponse(200, self._openapi)
 
     async def contribute(self, req: WebRequest, params: dict[str, str], tx: Any) -> WebResponse:
-        return WebResponse(200, {
-            "name": "Nuages",
-            "description": "Store JSON and keep it in sync across devices.",
-            "repository": {"url": "https://github.com/nuages/nuages", "license": "Apache-2.0",
-                           "tests": "https://github.com/nuages/nuages/actions"},
-            "participate": {"home": "https://github.com/nuages/nuages",
-                            "docs": self.d.settings.project_docs},
-            "bugs": {"list": "https://github.com/nuages/nuages/issues",
-                     "report": "https://github.com/nuages/nuages/issues/new"},
-            "keywords": ["python", "json", "sync", "kinto"],
-        })
+        return WebResponse(
+            200,
+            {
+                "name": "Nuages",
+                "description": "Store JSON and keep it in sync across devices.",
+                "repository": {
+                    "url": "https://github.com/nuages/nuages",
+                    "license": "Apache-2.0",
+                    "tests": "https://github.com/nuages/nuages/actions",
+                },
+                "participate": {
+                    "home": "https://github.com/nuages/nuages",
+                    "docs": self.d.settings.project_docs,
+                },
+                "bugs": {
+                    "list": "https://github.com/nuages/nuages/issues",
+                    "report": "https://github.com/nuages/nuages/issues/new",
+                },
+                "keywords": ["python", "json", "sync", "kinto"],
+            },
+        )
 
     async def flush(self, req: WebRequest, params: dict[str, str], tx: Any) -> WebResponse:
         for backend in (self.backends.storage, self.backends.permission, self.backends.cache):
@@ -194,11 +206,13 @@ class Utility:
                 from nuages.core.errors import Forbidden, Unauthorized
 
                 raise Forbidden() if caller.authenticated else Unauthorized()
-            perms = sorted({p for tree in IMPLIED.values() for p in tree}
-                           | {"read", "write", "collection:create", "group:create",
-                              "record:create"})
+            perms = sorted(
+                {p for tree in IMPLIED.values() for p in tree}
+                | {"read", "write", "collection:create", "group:create", "record:create"}
+            )
             acl = await t.permission.get_accessible_objects(
-                caller.principals, [("*", p) for p in perms])
+                caller.principals, [("*", p) for p in perms]
+            )
             granted = _granted_by_settings(s.principals, caller.principals)
             for uri, held in (await _every_object(t, granted)).items():
                 acl.setdefault(uri, set()).update(held)
@@ -216,9 +230,13 @@ class Utility:
     def _list_entries(
         self, req: WebRequest, entries: list[dict[str, Any]], timestamp: int
     ) -> WebResponse:
-        query = [(k, v) for k, v in req.query
-                 if k not in ("_since", "_before", "_to") and k.lstrip("_") != "last_modified"
-                 and not k.endswith("_last_modified")]
+        query = [
+            (k, v)
+            for k, v in req.query
+            if k not in ("_since", "_before", "_to")
+            and k.lstrip("_") != "last_modified"
+            and not k.endswith("_last_modified")
+        ]
         params = parse_list_params(query, known_fields=PERMISSIONS_FIELDS)
         filters = [f for f in params.filters if f.field != "last_modified"]
         sorting = [s for s in params.sorting if s.field != "last_modified"]
