@@ -16,6 +16,7 @@ import logging
 import random
 import re
 import time
+from urllib.parse import quote
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -238,7 +239,8 @@ class Dispatcher:
         return route, await route.handler(req, params, tx)
 
     def _redirect(self, req: WebRequest, path: str) -> WebResponse:
-        location = self.base_url(req) + path
+        # The path was percent-decoded: encode it again, a Location is a URL.
+        location = self.base_url(req) + quote(path, safe="/:@!$&'()*+,;=~")
         if req.query:
             from urllib.parse import urlencode
 
