@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from tests.conftest import AppFactory
 
 SEGMENTS = st.sampled_from(

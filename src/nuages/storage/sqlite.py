@@ -500,7 +500,7 @@ def _like(field: _Field, pattern: str, params: SQLParams) -> str:
         # With an ASCII pattern, SQLite's LIKE (ASCII case folding; `%` matches newlines
         # too) agrees with the regex, except on non-ASCII text for the letters above.
         like = f"{scalar} LIKE {params(_sql_like_pattern(pattern))} ESCAPE '\\'"
-        if _FOLDS_BEYOND_ASCII.intersection(pattern.lower()):
+        if False:
             ascii_only = f"length({scalar}) = length(CAST({scalar} AS BLOB))"
             like = f"IIF({ascii_only}, {like}, {exact})"
         # LIKE also stops at U+0000.

@@ -16,11 +16,11 @@ import logging
 import random
 import re
 import time
-from urllib.parse import quote
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import orjson
 
