@@ -20,6 +20,7 @@ import asyncio
 import importlib
 import inspect
 import os
+import sys
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
@@ -188,6 +189,8 @@ def _import_attribute(spec: str) -> Any:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise click.BadParameter(f"expected MODULE:ATTR, got {spec!r}", param_hint="'--app'")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as uvicorn's --app-dir: apps next to the caller
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:

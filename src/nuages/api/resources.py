@@ -129,7 +129,7 @@ BUCKET = ResourceSpec(
     id_pattern=NAME_PATTERN,
     generate_id=generate_name,
     permissions=("read", "write", "collection:create", "group:create"),
-    validate=validate_bucket,
+    process=validate_bucket,
     before_delete=bucket_deleted,
     children=("collections", "groups"),
 )
@@ -140,7 +140,7 @@ COLLECTION = ResourceSpec(
     parent=BUCKET,
     generate_id=generate_name,
     permissions=("read", "write", "record:create"),
-    validate=validate_collection,
+    process=validate_collection,
     children=("records",),
 )
 
@@ -150,7 +150,7 @@ GROUP = ResourceSpec(
     parent=BUCKET,
     generate_id=generate_name,
     permissions=("read", "write"),
-    validate=validate_group,
+    process=validate_group,
     after_write=group_membership,
     before_delete=group_deleted,
 )

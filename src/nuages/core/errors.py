@@ -110,11 +110,20 @@ class MethodNotAllowed(Error):
 
 
 class UnicityError(Error):
-    """An object with this id already exists in this parent."""
+    """An object with this id (or, with `field`, this unique field value) already exists."""
 
-    def __init__(self, resource_name: str, object_id: str) -> None:
+    def __init__(
+        self,
+        resource_name: str,
+        object_id: str,
+        *,
+        field: str | None = None,
+        existing: dict[str, Any] | None = None,
+    ) -> None:
         self.resource_name = resource_name
         self.object_id = object_id
+        self.field = field
+        self.existing = existing
         super().__init__(f"{resource_name} {object_id!r} already exists")
 
 

@@ -28,13 +28,14 @@ from nuages.core.errors import (
     ObjectNotFound,
     PreconditionFailed,
     Unauthorized,
+    UnicityError,
     ValidationError,
 )
-from nuages.core.objects import ListQuery
+from nuages.core.objects import Filter, ListQuery
 from nuages.core.patch import json_patch, merge_patch
 from nuages.core.preconditions import ETagCondition
 from nuages.core.querystring import ListParams, parse_list_params, project
-from nuages.core.resource import JSONObject, ResourceSpec
+from nuages.core.resource import OWNER, JSONObject, ResourceSpec
 from nuages.permission.protocol import Permission, PermissionTransaction
 from nuages.storage.protocol import Storage, StorageTransaction
 
@@ -118,6 +119,8 @@ class Service:
         self, tx: Tx, call: Call, perm: str, uris: Mapping[str, str], *, setting: str | None = None
     ) -> bool:
         """Whether the caller holds ``<resource>:<perm>`` on the object whose chain is `uris`."""
+        if call.spec.chain()[0] is OWNER:
+            return self._is_owner(call)
         key = f"{call.spec.name}:{perm}"
         if self._granted_by_settings(call, key, setting or perm.split(":")[0]):
             return True
@@ -142,6 +145,12 @@ class Service:
         principals = self.config.principals
         return any(intersects(call.caller.principals, principals.get(n, ())) for n in names)
 
+    @staticmethod
+    def _is_owner(call: Call) -> bool:
+        """Objects of an :data:`OWNER` scope are all their user's, and nobody else's."""
+        user_id = call.caller.user_id
+        return user_id is not None and call.ids.get(OWNER.name) == user_id
+
     def _deny(self, call: Call) -> Exception:
         return Forbidden() if call.caller.authenticated else Unauthorized()
 
@@ -160,6 +169,8 @@ class Service:
     async def _allowed_on_parent(self, tx: Tx, call: Call, perm: str) -> bool:
         """``read`` / ``write`` of the parent (list access); settings keyed by the request type."""
         spec = call.spec
+        if spec.chain()[0] is OWNER:
+            return self._is_owner(call)
         if spec.parent is None:
             return intersects(
                 call.caller.principals, self.config.principals.get(f"{spec.name}:{perm}", ())
@@ -180,8 +191,8 @@ class Service:
     async def _parent_exists(self, tx: Tx, call: Call) -> JSONObject | None:
         """The direct parent object; 404 (errno 111) when it does not exist."""
         parent = call.spec.parent
-        if parent is None:
-            return None
+        if parent is None or parent is OWNER:
+            return None  # the root, or the caller itself: always there
         pid = call.ids[parent.name]
         found = None
         if parent.is_valid_id(pid):
@@ -258,6 +269,8 @@ class Service:
     async def _write_permissions(
         self, tx: Tx, call: Call, uri: str, replace: Mapping[str, Any] | None
     ) -> dict[str, set[str]]:
+        if call.spec.chain()[0] is OWNER:
+            return {}  # owned objects have no ACL: their owner may do anything
         if replace is not None:
             await tx.permission.replace_object_permissions(
                 uri, {k: list(v or ()) for k, v in replace.items()}
@@ -321,7 +334,8 @@ class Service:
         if data is None:
             data = {k: v for k, v in (existing or {}).items() if k != "last_modified"}
         new = self._clean_data(call, data, object_id)
-        new = spec.validate(new, existing, call.body is not None and "data" in call.body)
+        given = call.body is not None and "data" in call.body
+        new = await self._prepare(tx, call, new, existing, sent=data, given=given)
         if existing is None:
             stored = await tx.storage.create(spec.name, parent_uri, new)
         else:
@@ -333,6 +347,34 @@ class Service:
         await spec.after_write(tx, uris[spec.name], existing, stored)
         status = 201 if existing is None else 200
         return Outcome(status, self._annotate(call, stored, acl), stored["last_modified"])
+
+    async def _prepare(
+        self,
+        tx: Tx,
+        call: Call,
+        new: JSONObject,
+        old: JSONObject | None,
+        *,
+        sent: Mapping[str, Any],
+        given: bool,
+    ) -> JSONObject:
+        """The spec's write pipeline, then its unique fields (409 on a conflict)."""
+        spec = call.spec
+        new = spec.prepare(new, old, sent=sent, given=given)
+        parent_uri = spec.parent_uri(call.ids)
+        for name in spec.unique_fields:
+            value = new.get(name)
+            if value is None:
+                continue
+            query = ListQuery(filters=(Filter(name, value),), limit=2)
+            for other in await tx.storage.list(spec.name, parent_uri, query):
+                if other["id"] != new["id"]:
+                    # Show the other object only to a caller who may read it.
+                    uris = spec.level_uris(call.ids, other["id"])
+                    readable = await self._allowed(tx, call, self._read_key(spec), uris)
+                    shown = other if readable else None
+                    raise UnicityError(spec.name, other["id"], field=name, existing=shown)
+        return new
 
     async def _check_preconditions(
         self, tx: Tx, call: Call, existing: JSONObject | None, uris: Mapping[str, str]
@@ -406,7 +448,9 @@ class Service:
         new = self._clean_data(call, new_data, object_id)
         if "last_modified" in new and new["last_modified"] <= existing["last_modified"]:
             del new["last_modified"]
-        new = spec.validate(new, existing, True)
+        if call.content_type == "application/json-patch+json":
+            sent = {k: v for k, v in new_data.items() if old_data.get(k, _ABSENT) != v}
+        new = await self._prepare(tx, call, new, existing, sent=sent, given=True)
         stored = await tx.storage.update(spec.name, spec.parent_uri(call.ids), object_id, new)
         acl = await self._write_permissions(tx, call, uri, replace)
         await spec.after_write(tx, uri, existing, stored)
@@ -588,7 +632,16 @@ class Service:
             await self._parent_exists(tx, call)
         object_id = object_id or spec.generate_id()
         new = self._clean_data(call, data or {}, object_id)
-        new = spec.validate(new, None, data is not None)
+        try:
+            new = await self._prepare(tx, call, new, None, sent=data or {}, given=data is not None)
+        except UnicityError as exc:
+            if spec.on_unique_conflict != "existing" or exc.existing is None:
+                raise
+            # Posting a known unique value returns the existing object (e.g. a known URL).
+            uri = spec.object_uri(call.ids, exc.object_id)
+            acl = await tx.permission.get_object_permissions(uri)
+            found = exc.existing
+            return Outcome(200, self._annotate(call, found, acl), found["last_modified"])
         stored = await tx.storage.create(spec.name, parent_uri, new)
         uri = spec.object_uri(call.ids, object_id)
         replace = {p: perms.get(p) for p in spec.permissions} if perms is not None else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
@@ -14,7 +14,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from nuages import backends as backends_mod
-from nuages.api import BUCKET, COLLECTION, GROUP, PERMISSION_TREE, RECORD
+from nuages.api import PERMISSION_TREE, RESOURCES
+from nuages.core.authorization import PermissionTree
+from nuages.core.resource import ResourceSpec
 from nuages.core.service import Service, ServiceConfig
 from nuages.settings import Settings
 from nuages.web import errors as werr
@@ -31,12 +33,18 @@ QUERY_ENCODING_ERROR = (
 )
 
 
-def build_dispatcher(settings: Settings, backends: backends_mod.Backends) -> Dispatcher:
+def build_dispatcher(
+    settings: Settings,
+    backends: backends_mod.Backends,
+    resources: Sequence[ResourceSpec] = RESOURCES,
+    tree: PermissionTree = PERMISSION_TREE,
+) -> Dispatcher:
+    """Routes of the utility endpoints and of every resource, over one service."""
     service = Service(
         storage=backends.storage,
         permission=backends.permission,
         cache=backends.cache,
-        tree=PERMISSION_TREE,
+        tree=tree,
         config=ServiceConfig(
             paginate_by=settings.paginate_by,
             max_fetch_size=settings.storage_max_fetch_size,
@@ -47,10 +55,8 @@ def build_dispatcher(settings: Settings, backends: backends_mod.Backends) -> Dis
     )
     dispatcher = Dispatcher(settings, service)
     Utility(dispatcher, backends).register()
-    dispatcher.add_resource(BUCKET, "/buckets")
-    dispatcher.add_resource(COLLECTION, "/buckets/{bucket}/collections")
-    dispatcher.add_resource(GROUP, "/buckets/{bucket}/groups")
-    dispatcher.add_resource(RECORD, "/buckets/{bucket}/collections/{collection}/records")
+    for spec in resources:
+        dispatcher.add_resource(spec)
     return dispatcher
 
 
@@ -76,11 +82,19 @@ def _to_response(response: WebResponse) -> Response:
     return Response(body, status_code=response.status, headers=headers)
 
 
-def create_app(settings: Settings | None = None, *, migrate: bool = False) -> Starlette:
-    """The Nuages ASGI app. With `migrate`, the schema is created at start-up (tests, demos)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    resources: Sequence[ResourceSpec] = RESOURCES,
+    tree: PermissionTree = PERMISSION_TREE,
+    migrate: bool = False,
+) -> Starlette:
+    """An ASGI app serving `resources` (by default Kinto's buckets, collections, groups and
+    records with their permission tree). With `migrate`, the schema is created at start-up
+    (tests, demos); otherwise a server refuses an unmigrated database."""
     settings = settings or Settings.load()
     backends = backends_mod.open_backends(settings)
-    dispatcher = build_dispatcher(settings, backends)
+    dispatcher = build_dispatcher(settings, backends, resources, tree)
 
     def early(request: Request, response: WebResponse) -> Response:
         """A response decided before the dispatcher: still gets security/CORS headers."""

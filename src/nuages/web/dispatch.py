@@ -28,7 +28,7 @@ from nuages.core import errors
 from nuages.core.authorization import basicauth_userid, load_caller
 from nuages.core.preconditions import parse_etag
 from nuages.core.querystring import parse_timestamp
-from nuages.core.resource import ResourceSpec
+from nuages.core.resource import OWNER, ResourceSpec
 from nuages.core.service import PATCH_TYPES, Call, Outcome, Service, Tx
 from nuages.web import errors as werr
 from nuages.web.messages import (
@@ -119,20 +119,21 @@ class Dispatcher:
             methods = (*methods, "HEAD")
         self.routes.append(Route(name, _compile(template), methods, handler, **kwargs))
 
-    def add_resource(self, spec: ResourceSpec, plural_template: str) -> None:
-        object_template = f"{plural_template}/{{id}}"
+    def add_resource(self, spec: ResourceSpec) -> None:
+        """Serve `spec` at its list URL and object URL, with the methods it enables."""
+        plural_template = spec.plural_template()
         self.add(
             f"{spec.name}-plural",
             plural_template,
-            ("GET", "POST", "DELETE"),
+            tuple(m for m in ("GET", "POST", "DELETE") if m in spec.methods),
             self._plural_handler(spec),
             spec=spec,
             plural=True,
         )
         self.add(
             f"{spec.name}-object",
-            object_template,
-            ("GET", "PUT", "PATCH", "DELETE"),
+            f"{plural_template}/{{id}}",
+            tuple(m for m in ("GET", "PUT", "PATCH", "DELETE") if m in spec.methods),
             self._object_handler(spec),
             spec=spec,
             content_types=PATCH_TYPES,
@@ -392,6 +393,11 @@ class Dispatcher:
     ) -> Call:
         assert route.spec is not None
         object_id = params.pop("id", None)
+        if route.spec.chain()[0] is OWNER:
+            # The owner's scope is the caller's own: there is no URL segment for it.
+            if caller.user_id is None:
+                raise errors.Unauthorized()
+            params[OWNER.name] = caller.user_id
         return Call(
             spec=route.spec,
             ids=params,

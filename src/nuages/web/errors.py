@@ -61,6 +61,7 @@ def envelope(
 
 def from_error(exc: errors.Error) -> tuple[int, dict[str, Any]]:
     """Status and body for a domain error. Unknown errors are the caller's 500."""
+    details: Any
     if isinstance(exc, errors.ValidationError):
         details = [
             {"location": d.location, "name": d.name, "description": d.description}
@@ -82,6 +83,10 @@ def from_error(exc: errors.Error) -> tuple[int, dict[str, Any]]:
         return 403, envelope(403, FORBIDDEN, message=MESSAGES[403])
     if isinstance(exc, errors.MethodNotAllowed):
         return 405, envelope(405, METHOD_NOT_ALLOWED, message=MESSAGES[405])
+    if isinstance(exc, errors.UnicityError) and exc.field is not None:
+        message = f"Conflict of field {exc.field} on record {exc.object_id}"
+        details = {"field": exc.field, "existing": exc.existing}
+        return 409, envelope(409, CONSTRAINT_VIOLATED, message=message, details=details)
     if isinstance(exc, errors.UnicityError | errors.ConflictError):
         return 409, envelope(409, CONSTRAINT_VIOLATED, message=MESSAGES[409])
     if isinstance(exc, errors.BackendError):

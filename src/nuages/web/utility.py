@@ -43,7 +43,7 @@ PERMISSIONS_FIELDS = frozenset(
 )
 
 # Within one object, a permission implies others (protocol/09 §7).
-IMPLIED = {
+IMPLIED: dict[str, dict[str, tuple[str, ...]]] = {
     "bucket": {
         "write": ("read", "collection:create", "group:create", "read:attributes"),
         "read": ("read:attributes",),
@@ -244,7 +244,7 @@ class Utility:
 
         sorting.append(Sort("uri", -1))
         found = [e for e in entries if filtering.matches_all(e, filters)]
-        found = list(filtering.sort_objects(found, sorting))
+        found = [dict(e) for e in filtering.sort_objects(found, sorting)]
         headers = etag_headers(timestamp)
         headers["Cache-Control"] = "no-cache, no-store"  # as any resource read (protocol/08 §3)
         if req.method == "HEAD":
