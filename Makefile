@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8888
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint readinglist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 run: $(VENV)/.installed
 	$(BIN)/nuages migrate
 	$(BIN)/nuages serve --host $(HOST) --port $(PORT)
+
+# The Reading List example (docs/tutorial.md) on its own SQLite file.
+readinglist: export NUAGES_STORAGE_URL ?= sqlite:///./readinglist.db
+readinglist: $(VENV)/.installed
+	$(BIN)/nuages migrate
+	$(BIN)/nuages serve --host $(HOST) --port $(PORT) --app examples.readinglist:app
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
