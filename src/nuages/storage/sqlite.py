@@ -29,7 +29,6 @@ from nuages.sqlite.database import SQLiteDatabase, SQLiteTransaction, SQLParams,
 
 JSONObject = dict[str, Any]
 
-_TOMBSTONE_DATA: Final = '{"deleted":true}'
 _INT64 = range(-(2**63), 2**63)
 
 
@@ -197,7 +196,7 @@ class _Stored:
     has_nul: bool
 
 
-_TOMBSTONE: Final = _Stored(_TOMBSTONE_DATA, deleted=True, has_nul=False)
+_TOMBSTONE: Final = _Stored('{"deleted":true}', deleted=True, has_nul=False)
 
 
 def _encode(obj: Mapping[str, Any]) -> _Stored:
@@ -299,14 +298,12 @@ def _bump(conn: sqlite3.Connection, scope: Scope, requested: int | None) -> int:
 # Every predicate below evaluates to 0 or 1, never NULL, so that NOT(...) is exact.
 
 # Python's ignore-case matching pairs these ASCII letters with non-ASCII ones (U+0130,
-# U+0131, U+017F, U+212A),
-# which SQLite's ASCII-only LIKE does not (checked by test_sqlite_specifics).
+# U+0131, U+017F, U+212A), which SQLite's ASCII-only LIKE does not (a test checks the set).
 _FOLDS_BEYOND_ASCII: Final = frozenset("iks")
 # Object keys a quoted JSON path label names: SQLite compares labels with the raw
 # (escaped) key text, and orjson escapes `"`, `\` and control characters.
 _PATHABLE_KEY: Final = re.compile(r'[^"\\\x00-\x1f]*')
-# SQLite rejects longer LIKE patterns (SQLITE_LIMIT_LIKE_PATTERN_LENGTH is 50000 bytes),
-# and its LIKE stops at U+0000 in the pattern as in the text.
+# SQLite rejects longer LIKE patterns (SQLITE_LIMIT_LIKE_PATTERN_LENGTH is 50000 bytes).
 _MAX_SQL_LIKE_PATTERN: Final = 10_000
 
 
@@ -500,7 +497,7 @@ def _like(field: _Field, pattern: str, params: SQLParams) -> str:
         # With an ASCII pattern, SQLite's LIKE (ASCII case folding; `%` matches newlines
         # too) agrees with the regex, except on non-ASCII text for the letters above.
         like = f"{scalar} LIKE {params(_sql_like_pattern(pattern))} ESCAPE '\\'"
-        if False:
+        if _FOLDS_BEYOND_ASCII.intersection(pattern.lower()):
             ascii_only = f"length({scalar}) = length(CAST({scalar} AS BLOB))"
             like = f"IIF({ascii_only}, {like}, {exact})"
         # LIKE also stops at U+0000.
