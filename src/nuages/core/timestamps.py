@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
+
+MAX_TIMESTAMP = 2**63 - 1  # the largest value every backend stores as an integer
 
 
 def now_ms() -> int:
@@ -42,3 +45,13 @@ def next_timestamp(
     if requested == previous:
         return Bump(previous + 1, previous + 1)
     return Bump(requested, previous)
+
+
+def requested_timestamp(value: Any) -> int | None:
+    """A client-supplied ``last_modified`` when it is a usable timestamp, else None.
+
+    Booleans, negatives and values beyond 64-bit integers are ignored, on every backend.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TIMESTAMP:
+        return value
+    return None

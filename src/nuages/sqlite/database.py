@@ -203,8 +203,11 @@ class _Worker:
             try:
                 if optimize:
                     # Recommended before closing a connection that wrote: refreshes the
-                    # planner's statistics where they matter, cheaply.
-                    self._connection.execute("PRAGMA optimize")
+                    # planner's statistics where they matter, cheaply. Best effort, without
+                    # waiting: another process may hold the lock it needs.
+                    with contextlib.suppress(sqlite3.Error):
+                        self._connection.execute("PRAGMA busy_timeout = 0")
+                        self._connection.execute("PRAGMA optimize")
                 self._connection.close()
             except sqlite3.Error as exc:
                 raise BackendError(f"SQLite: {exc}") from exc

@@ -15,7 +15,7 @@ from typing import Any
 from nuages.core import filtering
 from nuages.core.errors import ObjectNotFound, UnicityError
 from nuages.core.objects import ListQuery
-from nuages.core.timestamps import next_timestamp, now_ms
+from nuages.core.timestamps import next_timestamp, now_ms, requested_timestamp
 
 JSONObject = dict[str, Any]
 Scope = tuple[str, str]  # (parent_id, resource_name)
@@ -101,7 +101,7 @@ class MemoryStorageTransaction:
         existing = self._state.objects.get(scope, {}).get(obj["id"])
         if existing is not None and existing.get("deleted") is not True:
             raise UnicityError(resource_name, obj["id"])
-        requested = _requested(obj.get("last_modified"))
+        requested = requested_timestamp(obj.get("last_modified"))
         return self._store(scope, obj, requested)
 
     async def update(
@@ -109,7 +109,7 @@ class MemoryStorageTransaction:
     ) -> JSONObject:
         scope = (parent_id, resource_name)
         existing = self._state.objects.get(scope, {}).get(object_id)
-        requested = _requested(obj.get("last_modified"))
+        requested = requested_timestamp(obj.get("last_modified"))
         if (
             existing is not None
             and requested is not None
@@ -131,7 +131,7 @@ class MemoryStorageTransaction:
         existing = self._state.objects.get(scope, {}).get(object_id)
         if existing is None or existing.get("deleted") is True:
             raise ObjectNotFound(resource_name, object_id)
-        requested = _requested(last_modified)
+        requested = requested_timestamp(last_modified)
         if requested is not None and requested <= existing["last_modified"]:
             requested = None
         return self._store(scope, {"id": object_id, "deleted": True}, requested)
@@ -174,10 +174,6 @@ class MemoryStorageTransaction:
                 del self._state.timestamps[scope]
 
 
-def _requested(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
 
 
 class MemoryStorage:

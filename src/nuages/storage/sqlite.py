@@ -24,7 +24,7 @@ import orjson
 from nuages.core.errors import BackendError, ObjectNotFound, UnicityError
 from nuages.core.filtering import compare_values, type_rank
 from nuages.core.objects import Comparison, Filter, Keyset, ListQuery, Sort
-from nuages.core.timestamps import next_timestamp, now_ms
+from nuages.core.timestamps import next_timestamp, now_ms, requested_timestamp
 from nuages.sqlite.database import SQLiteDatabase, SQLiteTransaction, SQLParams, encode_parameter
 
 JSONObject = dict[str, Any]
@@ -79,7 +79,7 @@ class SQLiteStorageTransaction:
         self._check_writable()
         object_id = obj["id"]
         stored = _encode(obj)
-        requested = _requested(obj.get("last_modified"))
+        requested = requested_timestamp(obj.get("last_modified"))
 
         def create(conn: sqlite3.Connection) -> int:
             existing = _existing(conn, parent_id, resource_name, object_id)
@@ -96,7 +96,7 @@ class SQLiteStorageTransaction:
     ) -> JSONObject:
         self._check_writable()
         stored = _encode(obj)
-        requested = _requested(obj.get("last_modified"))
+        requested = requested_timestamp(obj.get("last_modified"))
 
         def update(conn: sqlite3.Connection) -> int:
             existing = _existing(conn, parent_id, resource_name, object_id)
@@ -116,7 +116,7 @@ class SQLiteStorageTransaction:
         last_modified: int | None = None,
     ) -> JSONObject:
         self._check_writable()
-        requested = _requested(last_modified)
+        requested = requested_timestamp(last_modified)
 
         def delete(conn: sqlite3.Connection) -> int:
             existing = _existing(conn, parent_id, resource_name, object_id)
@@ -216,12 +216,6 @@ def _decode(object_id: str, last_modified: int, data: str) -> JSONObject:
     return obj
 
 
-def _requested(value: Any) -> int | None:
-    """A client-supplied timestamp, if it is one: the memory backend's rule, within the
-    range of an SQLite integer."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
-        return value
-    return None
 
 
 def _existing(
