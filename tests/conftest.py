@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from tests import services
 
 from nuages.settings import Settings
 from nuages.web.app import create_app
@@ -18,15 +19,31 @@ ALICE = ("alice", "secret")
 BOB = ("bob", "secret")
 
 # The storage backends every HTTP test runs on. NUAGES_TEST_BACKENDS=memory narrows it.
-BACKENDS = os.environ.get("NUAGES_TEST_BACKENDS", "memory,sqlite").split(",")
+# PostgreSQL joins them when it is reachable (always under CI=true: unreachable then fails).
+_DEFAULT_BACKENDS = "memory,sqlite"
+if services.postgresql_reachable() or os.environ.get("CI") == "true":
+    _DEFAULT_BACKENDS += ",postgresql"
+BACKENDS = os.environ.get("NUAGES_TEST_BACKENDS", _DEFAULT_BACKENDS).split(",")
 
 AppFactory = Callable[..., Any]
 
 
-def _storage_url(backend: str, tmp_path: Path) -> str:
+async def _storage_url(backend: str, tmp_path: Path) -> str:
     if backend == "memory":
         return "memory://"
+    if backend == "postgresql":
+        services.require("postgresql")
+        url = await services.create_database()
+        await services.empty_database(url)
+        return url
     return f"sqlite:///{tmp_path / 'nuages.db'}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_database() -> Iterator[None]:
+    """The session's PostgreSQL database (tests/services.py) is dropped at the end."""
+    yield
+    services.drop_database()
 
 
 @pytest.fixture(params=BACKENDS)
@@ -43,7 +60,7 @@ def make_client(backend: str, tmp_path: Path) -> AppFactory:
 
     @asynccontextmanager
     async def factory(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-        values: dict[str, Any] = {"storage_url": _storage_url(backend, tmp_path)}
+        values: dict[str, Any] = {"storage_url": await _storage_url(backend, tmp_path)}
         values.update(overrides)
         settings = Settings.load(env={}, **values)
         app = create_app(settings, migrate=True)

@@ -26,7 +26,7 @@ from nuages.settings import Settings, iter_settings
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 BEGIN = "<!-- BEGIN GENERATED REFERENCE: python tests/test_cli.py -->"
 END = "<!-- END GENERATED REFERENCE -->"
-COMMANDS = ("serve", "migrate", "settings", "version")
+COMMANDS = ("serve", "migrate", "create-user", "settings", "version")
 # Variables `serve --workers N` writes for its workers; the fixture below restores them.
 WORKER_VARS = ("NUAGES_CONFIG", "NUAGES_APP", "NUAGES_HOST", "NUAGES_PORT", "NUAGES_WORKERS")
 
@@ -204,8 +204,8 @@ def test_serve_flags_override_env_and_file(
         ),
         (
             (),
-            {"NUAGES_STORAGE_URL": "postgresql://db/x"},
-            "Error: NUAGES_STORAGE_URL: postgresql:// is not supported yet",
+            {"NUAGES_STORAGE_URL": "redis://localhost/0"},
+            "Error: storage_url: redis:// can only hold the cache",
         ),
     ],
 )

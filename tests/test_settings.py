@@ -272,17 +272,17 @@ def test_all_problems_are_reported_at_once() -> None:
         ("NUAGES_LOG_LEVEL", "verbose", "expected one of debug, info, warning, error"),
         ("NUAGES_HTTP_SCHEME", "ftp", "expected one of http, https"),
         ("NUAGES_PROJECT_NAME", " ", "must not be empty"),
-        ("NUAGES_AUTH", "basicauth accounts", "'accounts' (planned, not available yet)"),
+        ("NUAGES_AUTH", "basicauth account", "unknown auth policy 'account'"),
         ("NUAGES_AUTH", "ldap", "unknown auth policy 'ldap'; available: basicauth"),
-        ("NUAGES_PLUGINS", "history", "unknown plugin 'history'; available: flush"),
-        ("NUAGES_STORAGE_URL", "postgresql://db/x", "postgresql:// is not supported yet"),
-        ("NUAGES_STORAGE_URL", "redis://localhost", "unsupported backend redis://"),
+        ("NUAGES_PLUGINS", "admin", "unknown plugin 'admin'; available: flush"),
+        ("NUAGES_STORAGE_URL", "postgresql://", "a postgresql URL needs a host"),
+        ("NUAGES_STORAGE_URL", "mysql://localhost", "unsupported backend mysql://"),
         ("NUAGES_STORAGE_URL", "nuages.db", "expected a URL such as sqlite:///"),
         ("NUAGES_STORAGE_URL", "sqlite://", "needs a file path"),
         ("NUAGES_STORAGE_URL", "sqlite:///", "needs a file path"),
         ("NUAGES_STORAGE_URL", "sqlite://host/x.db", "needs a file path"),
         ("NUAGES_STORAGE_URL", "memory://x", "memory:// takes no path"),
-        ("NUAGES_CACHE_URL", "postgres://db", "postgres:// is not supported yet"),
+        ("NUAGES_CACHE_URL", "redis://", "a redis URL needs a host"),
     ],
 )
 def test_invalid_values(var: str, value: str, fragment: str) -> None:
@@ -326,8 +326,11 @@ def test_memory_backends_cannot_be_shared_by_workers() -> None:
 
 def test_known_values_come_from_one_constant() -> None:
     # The allowed values are the constants, so extending one is the whole change.
-    assert Settings(auth=AUTH_POLICIES).auth == AUTH_POLICIES
-    assert Settings(plugins=PLUGINS).plugins == PLUGINS
+    # Every policy at once, in an order that makes sense (accounts before basicauth).
+    every_policy = tuple(sorted(AUTH_POLICIES))
+    openid = {"openid_issuer": "https://issuer.example", "openid_audience": "nuages"}
+    assert Settings(auth=every_policy, **openid).auth == every_policy
+    assert Settings(auth=every_policy, plugins=PLUGINS, **openid).plugins == PLUGINS
     assert Settings(plugins=("flush",)).flush_enabled
     assert Settings(flush_endpoint_enabled=True).flush_enabled
 

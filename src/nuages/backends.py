@@ -1,8 +1,9 @@
 """Pick concrete backends from settings: the only place that knows them all.
 
-URLs: ``memory://`` and ``sqlite:///path`` (``sqlite:////abs/path``). Storage,
-permission and cache URLs naming the same SQLite file share one database, so a
-request's object and ACL writes commit together.
+URLs: ``memory://``, ``sqlite:///path`` (``sqlite:////abs/path``),
+``postgresql://user:password@host:port/dbname`` and, for the cache, ``redis://host:port/db``.
+Storage, permission and cache URLs naming the same SQLite file or PostgreSQL database share
+one database object (one pool), so a request's object and ACL writes commit together.
 """
 
 from __future__ import annotations
@@ -61,6 +62,15 @@ def open_backends(settings: Settings) -> Backends:
             databases[path] = SQLiteDatabase(path, readers=settings.sqlite_readers)
         return databases[path]
 
+    def pg_database(url: str) -> Any:
+        from nuages.postgresql import PostgreSQLDatabase
+
+        if url not in databases:
+            databases[url] = PostgreSQLDatabase(
+                url, pool_size=settings.postgresql_pool_size, timeout=settings.postgresql_timeout
+            )
+        return databases[url]
+
     def build(kind: str, url: str) -> Any:
         scheme = _scheme(url)
         if scheme == "memory":
@@ -78,7 +88,25 @@ def open_backends(settings: Settings) -> Backends:
                 "cache": SQLiteCache,
             }
             return classes[kind](database(url))
-        raise BackendError(f"unsupported {kind} URL {url!r} (use sqlite:/// or memory://)")
+        if scheme in ("postgresql", "postgres"):
+            from nuages.cache.postgresql import PostgreSQLCache
+            from nuages.permission.postgresql import PostgreSQLPermission
+            from nuages.storage.postgresql import PostgreSQLStorage
+
+            pg_classes = {
+                "storage": PostgreSQLStorage,
+                "permission": PostgreSQLPermission,
+                "cache": PostgreSQLCache,
+            }
+            return pg_classes[kind](pg_database("postgresql" + url[len(scheme) :]))
+        if scheme in ("redis", "rediss") and kind == "cache":
+            from nuages.cache.redis import RedisCache
+
+            return RedisCache(url, timeout=settings.postgresql_timeout)
+        raise BackendError(
+            f"unsupported {kind} URL {_scheme(url)}://... (use sqlite:///, postgresql://, "
+            "memory://, or redis:// for the cache)"
+        )
 
     storage = build("storage", settings.storage_url)
     permission = build("permission", settings.effective_permission_url)
@@ -93,7 +121,8 @@ async def migrate(settings: Settings) -> list[str]:
         done = []
         for db in backends.databases:
             await db.migrate()
-            done.append(f"sqlite:///{db.path}: schema at version {await db.schema_version()}")
+            where = getattr(db, "name", None) or f"sqlite:///{db.path}"
+            done.append(f"{where}: schema at version {await db.schema_version()}")
         if not backends.databases:
             done.append("memory://: nothing to migrate")
         return done

@@ -4,6 +4,7 @@
 
     nuages serve      run the HTTP server (uvicorn)
     nuages migrate    create or upgrade the database schemas
+    nuages create-user  create an account (the first administrator) or reset its password
     nuages settings   list every setting with its environment variable, default and help
     nuages version    print the Nuages and HTTP API versions
 
@@ -244,6 +245,38 @@ def migrate(config_file: Path | None) -> None:
 def version() -> None:
     """Print the Nuages version and the Kinto HTTP API version it speaks."""
     click.echo(f"nuages {nuages.__version__} (HTTP API {nuages.HTTP_API_VERSION})")
+
+
+@main.command("create-user")
+@_config_option
+@click.argument("username")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from the first line of standard input instead of prompting.",
+)
+def create_user(config_file: Path | None, username: str, password_stdin: bool) -> None:
+    """Create the account USERNAME, or set its password if it exists.
+
+    Use it for the first administrator: then list `account:USERNAME` in
+    account_write_principals. Needs the accounts plugin's tables, so run `nuages migrate`
+    first; the password is never echoed nor logged.
+    """
+    settings = _load_settings(config_file, {})
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    # Imported here: argon2 and the backends are not needed by other commands.
+    from nuages.plugins.accounts import create_account
+
+    try:
+        created = asyncio.run(create_account(settings, username, password))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    except Error as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{'Created' if created else 'Updated the password of'} account:{username}")
 
 
 @main.command("settings")

@@ -56,14 +56,21 @@ _RESERVED_ENV_VARS: Final = frozenset({CONFIG_ENV_VAR, APP_ENV_VAR})
 _RESERVED_ENV_PREFIX: Final = "NUAGES_TEST_"
 
 # The allowed values live in these tuples only: adding a backend, policy or plugin is one edit.
-BACKEND_SCHEMES: Final = ("sqlite", "memory")
-AUTH_POLICIES: Final = ("basicauth",)
-PLUGINS: Final = ("flush",)
+BACKEND_SCHEMES: Final = ("sqlite", "memory", "postgresql", "redis")
+AUTH_POLICIES: Final = ("basicauth", "accounts", "openid")
+PLUGINS: Final = ("flush", "accounts", "default_bucket", "history", "quotas", "attachment")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
-PRINCIPAL_RESOURCES: Final = ("bucket", "collection", "group", "record", "permissions")
+PRINCIPAL_RESOURCES: Final = (
+    "bucket",
+    "collection",
+    "group",
+    "record",
+    "permissions",
+    "account",
+)
 PRINCIPAL_PERMISSIONS: Final = ("read", "write", "create")
 # Known but not implemented yet: say so instead of "unknown", since a Kinto user will try them.
-_PLANNED: Final = frozenset({"postgresql", "postgres", "account", "accounts", "openid"})
+_PLANNED: Final[frozenset[str]] = frozenset()
 
 _DEFAULT_PRINCIPALS: Final[Mapping[str, tuple[str, ...]]] = {
     "bucket:create": ("system.Authenticated",),
@@ -159,7 +166,12 @@ def _backend_url(url: str) -> str:
     url = url.strip()
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
-    examples = "sqlite:///relative/path.db, sqlite:////absolute/path.db or memory://"
+    examples = (
+        "sqlite:///relative/path.db, sqlite:////absolute/path.db, "
+        "postgresql://user:password@host:5432/dbname or memory://"
+    )
+    if scheme == "postgres":
+        scheme = "postgresql"  # libpq's short spelling
     if not sep:
         raise _Invalid(f"expected a URL such as {examples}, got {_mask_url(url)!r}")
     if scheme in _PLANNED:
@@ -168,6 +180,8 @@ def _backend_url(url: str) -> str:
         raise _Invalid(f"unsupported backend {scheme}:// in {_mask_url(url)!r}; use {examples}")
     if scheme == "sqlite" and (not rest.startswith("/") or rest == "/"):
         raise _Invalid(f"a SQLite URL needs a file path after 'sqlite:///', got {url!r}")
+    if scheme in ("postgresql", "redis") and not rest.strip("/"):
+        raise _Invalid(f"a {scheme} URL needs a host, e.g. {scheme}://localhost/...")
     if scheme == "memory" and rest:
         raise _Invalid(f"memory:// takes no path, got {url!r}")
     return f"{scheme}://{rest}"
@@ -239,7 +253,9 @@ class Settings:
         default="sqlite:///./nuages.db",
         metadata=_meta(
             "Where objects are stored: sqlite:///relative/path.db, sqlite:////absolute/path.db, "
-            "or memory:// (kept in the process, lost on restart).",
+            "postgresql://user:password@host:5432/dbname (production: many processes on one "
+            "database, see docs/deployment.md), or memory:// (kept in the process, lost on "
+            "restart).",
             check=_backend_url,
             url=True,
         ),
@@ -255,8 +271,8 @@ class Settings:
     cache_url: str | None = field(
         default=None,
         metadata=_meta(
-            "Where cached data lives, e.g. pagination tokens (same forms as storage_url); "
-            "empty means storage_url.",
+            "Where cached data lives, e.g. pagination tokens (same forms as storage_url, or "
+            "redis://host:6379/0); empty means storage_url.",
             check=_optional_backend_url,
             url=True,
         ),
@@ -266,6 +282,23 @@ class Settings:
         metadata=_meta(
             "Number of reader connections per process for SQLite backends (one writer besides).",
             check=_at_least(1),
+        ),
+    )
+    postgresql_pool_size: int = field(
+        default=10,
+        metadata=_meta(
+            "Maximum number of connections per process to each PostgreSQL database (asyncpg "
+            "pool). Keep processes x pool size below the server's max_connections.",
+            check=_at_least(1),
+        ),
+    )
+    postgresql_timeout: float = field(
+        default=10.0,
+        metadata=_meta(
+            "Seconds a request waits for a PostgreSQL connection, and the longest a statement "
+            "may run, before the request fails with 503 (database unavailable); also the "
+            "socket timeout of a redis:// cache.",
+            check=_positive_number,
         ),
     )
 
@@ -307,6 +340,115 @@ class Settings:
         ),
     )
 
+    # Collection features: JSON-schema validation, history and quotas (docs/plugins.md)
+    experimental_collection_schema_validation: bool = field(
+        default=False,
+        metadata=_meta(
+            "Validate records against their collection's schema (and collections, groups, "
+            "records against the bucket's collection:schema, group:schema, record:schema)."
+        ),
+    )
+    history_exclude_resources: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "History plugin: URIs of buckets, collections, groups or records whose changes are "
+            "not tracked (e.g. /buckets/b, /buckets/b/collections/c)."
+        ),
+    )
+    history_exclude_user_ids: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta("History plugin: user ids whose changes are not tracked."),
+    )
+    history_auto_trim_max_count: int = field(
+        default=-1,
+        metadata=_meta(
+            "History plugin: keep only the newest N entries per bucket and resource type "
+            "(per user with history_auto_trim_user_ids); -1 keeps everything.",
+            check=_at_least(-1),
+        ),
+    )
+    history_auto_trim_threshold: int = field(
+        default=100,
+        metadata=_meta(
+            "History plugin: trim once the entries exceed history_auto_trim_max_count by this "
+            "many, so that trimming is paid once per that many writes.",
+            check=_at_least(0),
+        ),
+    )
+    history_auto_trim_user_ids: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "History plugin: trim only the entries of these user ids; empty trims everyone's."
+        ),
+    )
+    history_max_age_seconds: int | None = field(
+        default=None,
+        metadata=_meta(
+            "History plugin: entries older than this are removed as new changes are recorded; "
+            "empty keeps them forever.",
+            check=_at_least(1),
+        ),
+    )
+    quotas_bucket_max_bytes: int | None = field(
+        default=None,
+        metadata=_meta(
+            "Quotas plugin: largest total size of a bucket (its own data, collections, groups "
+            "and records, as compact JSON); empty means no limit.",
+            check=_at_least(0),
+        ),
+    )
+    quotas_bucket_max_items: int | None = field(
+        default=None,
+        metadata=_meta(
+            "Quotas plugin: most records in a bucket; empty means no limit.", check=_at_least(0)
+        ),
+    )
+    quotas_bucket_max_bytes_per_item: int | None = field(
+        default=None,
+        metadata=_meta(
+            "Quotas plugin: largest size of one object of a bucket; empty means no limit.",
+            check=_at_least(0),
+        ),
+    )
+    quotas_collection_max_bytes: int | None = field(
+        default=None,
+        metadata=_meta(
+            "Quotas plugin: largest total size of a collection (its data and its records); "
+            "empty means no limit.",
+            check=_at_least(0),
+        ),
+    )
+    quotas_collection_max_items: int | None = field(
+        default=None,
+        metadata=_meta(
+            "Quotas plugin: most records in a collection; empty means no limit.",
+            check=_at_least(0),
+        ),
+    )
+    attachment_base_path: str = field(
+        default="./attachments",
+        metadata=_meta(
+            "Attachment plugin: folder where attached files are stored (one sub-folder per "
+            "bucket and collection).",
+            check=_not_empty,
+        ),
+    )
+    attachment_base_url: str | None = field(
+        default=None,
+        metadata=_meta(
+            "Attachment plugin: URL prefix of attached files announced to clients; empty means "
+            "this server's /v1/attachments/, which serves them."
+        ),
+    )
+    attachment_max_size_bytes: int | None = field(
+        default=None,
+        metadata=_meta(
+            "Attachment plugin: largest attached file (max_request_body_bytes bounds the whole "
+            "upload anyway); empty means no other limit.",
+            check=_at_least(1),
+        ),
+    )
+
     # Plugins
     plugins: tuple[str, ...] = field(
         default=(),
@@ -320,6 +462,76 @@ class Settings:
         metadata=_meta(
             "Serve POST /__flush__, which deletes all data (for tests only); enabling the flush "
             "plugin does the same."
+        ),
+    )
+    account_cache_ttl_seconds: int = field(
+        default=30,
+        metadata=_meta(
+            "How long a verified account password is remembered (in the cache, under an HMAC "
+            "of the credentials), so that requests do not pay a password hash; 0 disables it.",
+            check=_at_least(0),
+        ),
+    )
+    default_bucket_hmac_secret: str = field(
+        default="",
+        metadata=_meta(
+            "Key of the HMAC that turns a user id into the id of its personal bucket "
+            "(/buckets/default). Changing it gives every user a new, empty personal bucket.",
+            secret=True,
+        ),
+    )
+    brute_force_protection: bool = field(
+        default=True,
+        metadata=_meta(
+            "Refuse (429 with Retry-After) account logins for a user or from an address after "
+            "brute_force_max_failures wrong passwords within brute_force_window_seconds."
+        ),
+    )
+    brute_force_max_failures: int = field(
+        default=10,
+        metadata=_meta(
+            "Wrong passwords tolerated per user and per client address within the window.",
+            check=_at_least(1),
+        ),
+    )
+    brute_force_window_seconds: int = field(
+        default=300,
+        metadata=_meta(
+            "Length of the sliding window in which failed logins are counted; a refused client "
+            "may try again once its oldest failure leaves the window.",
+            check=_at_least(1),
+        ),
+    )
+    openid_issuer: str | None = field(
+        default=None,
+        metadata=_meta(
+            "OpenID Connect issuer URL (exactly the tokens' iss claim) whose Bearer access "
+            "tokens the openid auth policy accepts; its discovery document and JWKS are "
+            "fetched from it.",
+            check=_not_empty,
+        ),
+    )
+    openid_audience: str | None = field(
+        default=None,
+        metadata=_meta(
+            "Audience (aud claim) tokens must be issued for, usually this service's client id; "
+            "required with the openid policy.",
+            check=_not_empty,
+        ),
+    )
+    openid_userid_field: str = field(
+        default="sub",
+        metadata=_meta(
+            "Claim of the token that names the user: user ids are openid:<claim value>.",
+            check=_not_empty,
+        ),
+    )
+    openid_jwks_cache_seconds: int = field(
+        default=3600,
+        metadata=_meta(
+            "How long the issuer's discovery document and signing keys are kept before being "
+            "fetched again (an unknown key id refetches them sooner).",
+            check=_at_least(1),
         ),
     )
 
@@ -580,6 +792,17 @@ class Settings:
                 f"{', '.join(in_memory)} use memory:// (one per process); "
                 "use sqlite:///... or a single worker"
             )
+        for name in ("storage_url", "permission_url"):
+            if urls[name].startswith("redis://"):
+                yield f"{name}: redis:// can only hold the cache (cache_url)"
+        both = "accounts" in self.auth and "basicauth" in self.auth
+        # basicauth accepts any credentials: listed first, it would shadow every account.
+        if both and self.auth.index("basicauth") < self.auth.index("accounts"):
+            yield "auth: 'basicauth' must come after 'accounts' (it identifies anyone)"
+        if "accounts" in self.plugins and "accounts" not in self.auth:
+            yield "plugins: the accounts plugin needs the accounts auth policy (auth = accounts)"
+        if "openid" in self.auth and not (self.openid_issuer and self.openid_audience):
+            yield "auth: the openid policy needs openid_issuer and openid_audience"
 
     @classmethod
     def load(

@@ -7,15 +7,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from tests import services
 
 from nuages.cache.memory import MemoryCache
-from nuages.cache.protocol import Cache
 from nuages.cache.postgresql import PostgreSQLCache
+from nuages.cache.protocol import Cache
 from nuages.cache.redis import RedisCache
 from nuages.cache.sqlite import SQLiteCache
 from nuages.permission.memory import MemoryPermission
-from nuages.permission.protocol import Permission
 from nuages.permission.postgresql import PostgreSQLPermission
+from nuages.permission.protocol import Permission
 from nuages.permission.sqlite import SQLitePermission
 from nuages.postgresql import PostgreSQLDatabase
 from nuages.sqlite import SQLiteDatabase
@@ -23,7 +24,6 @@ from nuages.storage.memory import MemoryStorage
 from nuages.storage.postgresql import PostgreSQLStorage
 from nuages.storage.protocol import Storage
 from nuages.storage.sqlite import SQLiteStorage
-from tests import services
 
 BACKENDS = ["memory", "sqlite", "postgresql"]
 CACHE_BACKENDS = [*BACKENDS, "redis"]

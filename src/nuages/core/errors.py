@@ -11,9 +11,11 @@ The web layer maps each family to a status and an errno in exactly one table
     ├── NotModified              If-None-Match matched on a read (304)
     ├── Unauthorized             anonymous caller denied
     ├── Forbidden                authenticated caller denied
+    ├── TooManyRequests          too many failed logins: come back after `retry_after`
     ├── MethodNotAllowed         disabled endpoint, readonly mode
     ├── UnicityError             an object with this id already exists
     ├── ConflictError            storage integrity conflict, retry
+    ├── QuotaExceeded            a write would exceed a storage quota (quotas plugin)
     └── BackendError             a backend failed or is unreachable
 """
 
@@ -103,6 +105,14 @@ class Forbidden(Error):
     """Authenticated caller without the permission."""
 
 
+class TooManyRequests(Error):
+    """Refused before any check (e.g. repeated failed logins); retry after `retry_after` s."""
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"Too many requests, retry after {retry_after} seconds")
+
+
 class MethodNotAllowed(Error):
     def __init__(self, allowed: tuple[str, ...] = ()) -> None:
         self.allowed = allowed
@@ -129,6 +139,19 @@ class UnicityError(Error):
 
 class ConflictError(Error):
     """A storage integrity conflict: the client should retry."""
+
+
+class TransactionConflict(ConflictError):
+    """A concurrent transaction changed what this one had read (PostgreSQL, several
+    processes): the request is rerun from the start, which then sees the change."""
+
+
+class QuotaExceeded(Error):
+    """A write would take a bucket or collection past its quota; `message` says which."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
 
 
 class BackendError(Error):

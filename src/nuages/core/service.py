@@ -31,6 +31,7 @@ from nuages.core.errors import (
     UnicityError,
     ValidationError,
 )
+from nuages.core.events import Action, Change, Events
 from nuages.core.objects import Filter, ListQuery
 from nuages.core.patch import json_patch, merge_patch
 from nuages.core.preconditions import ETagCondition
@@ -76,6 +77,9 @@ class Call:
     if_none_match: ETagCondition = None
     content_type: str = "application/json"
     response_behavior: str = "full"
+    # The principal given `write` on what this call writes; None means the caller (an
+    # account, for one, is always written as its own: "account:<id>").
+    creator: str | None = None
 
 
 @dataclass(slots=True)
@@ -100,12 +104,14 @@ class Service:
         cache: Cache,
         tree: PermissionTree,
         config: ServiceConfig,
+        events: Events | None = None,
     ) -> None:
         self.storage = storage
         self.permission = permission
         self.cache = cache
         self.tree = tree
         self.config = config
+        self.events = events or Events()
 
     @asynccontextmanager
     async def transaction(self, *, write: bool) -> AsyncIterator[Tx]:
@@ -276,8 +282,46 @@ class Service:
                 uri, {k: list(v or ()) for k, v in replace.items()}
             )
         if self.config.explicit_permissions:
-            await tx.permission.add_principal_to_ace(uri, "write", call.caller.creator)
+            creator = call.creator or call.caller.creator
+            await tx.permission.add_principal_to_ace(uri, "write", creator)
         return await tx.permission.get_object_permissions(uri)
+
+    def _change(
+        self,
+        call: Call,
+        action: Action,
+        uri: str,
+        old: JSONObject | None,
+        new: JSONObject | None,
+        timestamp: int | None = None,
+    ) -> Change:
+        object_id = (new or old or {})["id"]
+        return Change(
+            action=action,
+            resource_name=call.spec.name,
+            uri=uri,
+            ids={**call.ids, call.spec.name: object_id},
+            old=old,
+            new=new,
+            user_id=call.caller.user_id,
+            timestamp=timestamp,
+            principals=tuple(call.caller.principals),
+        )
+
+    async def _emit(
+        self, tx: Tx, call: Call, uri: str, old: JSONObject | None, new: JSONObject
+    ) -> None:
+        """Tell the change listeners (protocol/10 plugins) about a write, in its transaction.
+
+        Deletions are emitted before their cascade, so listeners still see the children.
+        """
+        if not self.events.active:
+            return
+        action: Action = "delete" if new.get("deleted") is True else "create"
+        if action == "create" and old is not None:
+            action = "update"
+        change = self._change(call, action, uri, old, new, new["last_modified"])
+        await self.events.changed(tx, change)
 
     async def _cascade_delete(self, tx: Tx, call: Call, uri: str, obj: JSONObject) -> None:
         await call.spec.before_delete(tx, uri, obj, None)
@@ -345,6 +389,7 @@ class Service:
             replace = {p: perms.get(p) for p in spec.permissions}
         acl = await self._write_permissions(tx, call, uris[spec.name], replace)
         await spec.after_write(tx, uris[spec.name], existing, stored)
+        await self._emit(tx, call, uris[spec.name], existing, stored)
         status = 201 if existing is None else 200
         return Outcome(status, self._annotate(call, stored, acl), stored["last_modified"])
 
@@ -361,6 +406,10 @@ class Service:
         """The spec's write pipeline, then its unique fields (409 on a conflict)."""
         spec = call.spec
         new = spec.prepare(new, old, sent=sent, given=given)
+        if self.events.active:
+            uri = spec.object_uri(call.ids, new["id"])
+            change = self._change(call, "create" if old is None else "update", uri, old, new)
+            new = await self.events.prepare(tx, change) or new
         parent_uri = spec.parent_uri(call.ids)
         for name in spec.unique_fields:
             value = new.get(name)
@@ -454,6 +503,7 @@ class Service:
         stored = await tx.storage.update(spec.name, spec.parent_uri(call.ids), object_id, new)
         acl = await self._write_permissions(tx, call, uri, replace)
         await spec.after_write(tx, uri, existing, stored)
+        await self._emit(tx, call, uri, existing, stored)
         if call.response_behavior == "full":
             return Outcome(200, self._annotate(call, stored, acl), stored["last_modified"])
         if call.response_behavior == "light":
@@ -519,6 +569,7 @@ class Service:
         tombstone = await tx.storage.delete(
             spec.name, spec.parent_uri(call.ids), object_id, last_modified=last_modified
         )
+        await self._emit(tx, call, uris[spec.name], existing, tombstone)
         await self._cascade_delete(tx, call, uris[spec.name], existing)
         return Outcome(200, {"data": tombstone}, tombstone["last_modified"])
 
@@ -647,6 +698,7 @@ class Service:
         replace = {p: perms.get(p) for p in spec.permissions} if perms is not None else None
         acl = await self._write_permissions(tx, call, uri, replace)
         await spec.after_write(tx, uri, None, stored)
+        await self._emit(tx, call, uri, None, stored)
         return Outcome(201, self._annotate(call, stored, acl), stored["last_modified"])
 
     async def delete_list(self, tx: Tx, call: Call) -> Outcome:
@@ -673,7 +725,9 @@ class Service:
         tombstones = []
         for obj in found:
             tombstone = await tx.storage.delete(spec.name, parent_uri, obj["id"])
-            await self._cascade_delete(tx, call, spec.object_uri(call.ids, obj["id"]), obj)
+            uri = spec.object_uri(call.ids, obj["id"])
+            await self._emit(tx, call, uri, obj, tombstone)
+            await self._cascade_delete(tx, call, uri, obj)
             tombstones.append(tombstone)
         if next_token is not None:
             _, nonce, _ = pagination.decode_token(next_token[0], params.sorting)

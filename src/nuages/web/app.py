@@ -18,6 +18,7 @@ from nuages.api import PERMISSION_TREE, RESOURCES
 from nuages.core.authorization import PermissionTree
 from nuages.core.resource import ResourceSpec
 from nuages.core.service import Service, ServiceConfig
+from nuages.plugins import install_plugins
 from nuages.settings import Settings
 from nuages.web import errors as werr
 from nuages.web.dispatch import Dispatcher
@@ -57,6 +58,7 @@ def build_dispatcher(
     Utility(dispatcher, backends).register()
     for spec in resources:
         dispatcher.add_resource(spec)
+    install_plugins(dispatcher)
     return dispatcher
 
 

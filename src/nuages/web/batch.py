@@ -87,6 +87,9 @@ async def run_batch(dispatcher: Dispatcher, req: WebRequest, route: Route) -> We
     body = dispatcher.parse_body(req, route)
     requests = parse_batch(body, dispatcher.settings.batch_max_requests)
     inherited = {k: v for k, v in req.headers.items() if k not in ("content-length",)}
+    # Before the transaction: a password is verified (and cached) once, outside the write
+    # lock, and a refused login (429) refuses the whole batch.
+    await dispatcher.authenticate(req)
     try:
         async with dispatcher.transaction(None, write=True) as tx:
             responses = [await _one(dispatcher, req, inherited, sub, tx) for sub in requests]

@@ -8,8 +8,6 @@ CORS preflight → method → Accept / Content-Type → body → auth → servic
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime
 import fnmatch
 import logging
@@ -25,12 +23,13 @@ from urllib.parse import quote
 import orjson
 
 from nuages.core import errors
-from nuages.core.authorization import basicauth_userid, load_caller
+from nuages.core.authorization import load_caller
 from nuages.core.preconditions import parse_etag
 from nuages.core.querystring import parse_timestamp
 from nuages.core.resource import OWNER, ResourceSpec
 from nuages.core.service import PATCH_TYPES, Call, Outcome, Service, Tx
 from nuages.web import errors as werr
+from nuages.web.auth import Authenticator, BasicAuthPolicy
 from nuages.web.messages import (
     WebRequest,
     WebResponse,
@@ -56,6 +55,13 @@ SECURITY_HEADERS = {
 _VERSION_PREFIX = re.compile(r"^/v(\d+)(/.*)?$")
 
 Handler = Callable[[WebRequest, dict[str, str], "Tx | None"], Awaitable[WebResponse]]
+# Adjusts (or refuses, by raising) the service call of a resource request: plugin rules.
+CallHook = Callable[[WebRequest, Call], Awaitable[Call]]
+# Runs before a route's handler and may rewrite the request (the default bucket alias).
+RequestHook = Callable[
+    [WebRequest, "Route", dict[str, str], "Tx | None"],
+    Awaitable[tuple[WebRequest, dict[str, str]]],
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +73,8 @@ class Route:
     spec: ResourceSpec | None = None
     plural: bool = False
     content_types: tuple[str, ...] = ("application/json",)
+    service: Service | None = None  # None: the dispatcher's
+    prepare: CallHook | None = None
 
     @property
     def is_resource(self) -> bool:
@@ -102,6 +110,10 @@ def media_type(value: str | None) -> str | None:
     return value.split(";", 1)[0].strip().lower() or None
 
 
+# How many times a request runs when it keeps losing races with concurrent transactions.
+_TRANSACTION_ATTEMPTS = 5
+
+
 class Dispatcher:
     """Every route of the API, and the pipeline around them."""
 
@@ -110,6 +122,15 @@ class Dispatcher:
         self.service = service
         self.routes: list[Route] = []
         self.prefix = "/v1"
+        # Capabilities announced in GET /v1/ by plugins (name -> description, url, ...), or
+        # a function of the API's URL (``https://host/v1/``) returning them.
+        self.capabilities: dict[str, dict[str, Any] | Callable[[str], dict[str, Any]]] = {}
+        # Plugins install the configured policies (nuages.plugins.identity); basicauth before.
+        basicauth = BasicAuthPolicy(settings.userid_hmac_secret)
+        self.authenticator = Authenticator([basicauth] if "basicauth" in settings.auth else [])
+        self.request_hooks: list[RequestHook] = []
+        # Extra fields of the "user" block of GET /v1/, by user id (plugins).
+        self.user_info: list[Callable[[str], dict[str, Any]]] = []
 
     # -- registration -----------------------------------------------------------
     def add(
@@ -119,8 +140,20 @@ class Dispatcher:
             methods = (*methods, "HEAD")
         self.routes.append(Route(name, _compile(template), methods, handler, **kwargs))
 
-    def add_resource(self, spec: ResourceSpec) -> None:
-        """Serve `spec` at its list URL and object URL, with the methods it enables."""
+    def add_resource(
+        self,
+        spec: ResourceSpec,
+        *,
+        objects: bool = True,
+        service: Service | None = None,
+        prepare: CallHook | None = None,
+    ) -> None:
+        """Serve `spec` at its list URL and object URL, with the methods it enables
+        (without `objects`, only at its list URL, as the history).
+
+        `service` replaces the dispatcher's (a plugin with its own permission rules);
+        `prepare` may adjust or refuse each call before the service runs it.
+        """
         plural_template = spec.plural_template()
         self.add(
             f"{spec.name}-plural",
@@ -129,7 +162,11 @@ class Dispatcher:
             self._plural_handler(spec),
             spec=spec,
             plural=True,
+            service=service,
+            prepare=prepare,
         )
+        if not objects:
+            return
         self.add(
             f"{spec.name}-object",
             f"{plural_template}/{{id}}",
@@ -137,6 +174,8 @@ class Dispatcher:
             self._object_handler(spec),
             spec=spec,
             content_types=PATCH_TYPES,
+            service=service,
+            prepare=prepare,
         )
 
     def _route_of(self, path: str) -> Route | None:
@@ -165,8 +204,10 @@ class Dispatcher:
     async def handle(self, req: WebRequest, tx: Tx | None = None) -> WebResponse:
         route: Route | None = None
         try:
-            route, response = await self._dispatch(req, tx)
+            route, response = await self._dispatch_retrying(req, tx)
         except errors.Error as exc:
+            if tx is not None and isinstance(exc, errors.TransactionConflict):
+                raise  # a batch's sub-request: the whole batch is rerun (_dispatch_retrying)
             # 304, 4xx raised by the handler: still the route's exposed headers (protocol/08 §4).
             route = self._route_of(req.path)
             response = error_response(exc)
@@ -180,6 +221,20 @@ class Dispatcher:
         if req.method == "HEAD":
             response.data = response.raw = None
         return response
+
+    async def _dispatch_retrying(
+        self, req: WebRequest, tx: Tx | None
+    ) -> tuple[Route | None, WebResponse]:
+        """Run the request; rerun it when its transaction lost a race with another process
+        (errors.TransactionConflict, raised by a backend before anything was committed).
+        Inside a batch the conflict propagates, so that the whole batch is rerun."""
+        for _ in range(_TRANSACTION_ATTEMPTS - 1):
+            try:
+                return await self._dispatch(req, tx)
+            except errors.TransactionConflict:
+                if tx is not None:
+                    raise
+        return await self._dispatch(req, tx)
 
     def _eos(self) -> tuple[str, bool] | None:
         eos = self.settings.eos
@@ -237,6 +292,8 @@ class Dispatcher:
                 return route, validation_response(
                     406, "header", "Accept", "Accept header should be one of ['application/json']"
                 )
+        for hook in self.request_hooks:
+            req, params = await hook(req, route, params, tx)
         return route, await route.handler(req, params, tx)
 
     def _redirect(self, req: WebRequest, path: str) -> WebResponse:
@@ -317,25 +374,15 @@ class Dispatcher:
         if response.status in (409, 503):
             headers["Retry-After"] = str(s.retry_after_seconds)
         if response.status == 401:
-            headers["WWW-Authenticate"] = 'Basic realm="Realm"'
+            headers["WWW-Authenticate"] = self.authenticator.challenges or 'Basic realm="Realm"'
 
     # -- authentication and bodies ----------------------------------------------------
-    def authenticate(self, req: WebRequest) -> str | None:
-        """The prefixed user id of the first policy that identifies the request, or None."""
-        header = req.headers.get("authorization")
-        if not header or "basicauth" not in self.settings.auth:
-            return None
-        scheme, _, credentials = header.partition(" ")
-        if scheme.lower() != "basic":
-            return None
-        try:
-            decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            return None
-        user, sep, _ = decoded.partition(":")
-        if not sep or not user:
-            return None
-        return basicauth_userid(self.settings.userid_hmac_secret, decoded)
+    async def authenticate(self, req: WebRequest, tx: Tx | None = None) -> str | None:
+        """The prefixed user id of the first policy that identifies the request, or None.
+
+        `tx` is the transaction already open around the request (a batch), if any.
+        """
+        return await self.authenticator.authenticate(req, tx)
 
     def parse_body(self, req: WebRequest, route: Route) -> Any:
         """JSON body (None when empty) after Content-Type, size and depth checks."""
@@ -438,17 +485,20 @@ class Dispatcher:
         async def handler(req: WebRequest, params: dict[str, str], tx: Tx | None) -> WebResponse:
             route = self._route_for(spec, plural=True)
             body = self.parse_body(req, route)
-            user_id = self.authenticate(req)
+            user_id = await self.authenticate(req, tx)
+            service = route.service or self.service
             write = req.method not in ("GET", "HEAD")
             async with self.transaction(tx, write=write) as t:
                 caller = await load_caller(t.permission, user_id)
                 call = self._call(req, route, params, body, caller)
+                if route.prepare is not None:
+                    call = await route.prepare(req, call)
                 if req.method in ("GET", "HEAD"):
-                    outcome = await self.service.get_list(t, call, head=req.method == "HEAD")
+                    outcome = await service.get_list(t, call, head=req.method == "HEAD")
                 elif req.method == "POST":
-                    outcome = await self.service.post_list(t, call)
+                    outcome = await service.post_list(t, call)
                 else:
-                    outcome = await self.service.delete_list(t, call)
+                    outcome = await service.delete_list(t, call)
             return self._resource_response(req, outcome, req.method == "HEAD")
 
         return handler
@@ -457,21 +507,24 @@ class Dispatcher:
         async def handler(req: WebRequest, params: dict[str, str], tx: Tx | None) -> WebResponse:
             route = self._route_for(spec, plural=False)
             body = self.parse_body(req, route)
-            user_id = self.authenticate(req)
+            user_id = await self.authenticate(req, tx)
+            service = route.service or self.service
             write = req.method not in ("GET", "HEAD")
             async with self.transaction(tx, write=write) as t:
                 caller = await load_caller(t.permission, user_id)
                 call = self._call(req, route, params, body, caller)
+                if route.prepare is not None:
+                    call = await route.prepare(req, call)
                 if req.method in ("GET", "HEAD"):
                     fields = _fields(req.query)
-                    outcome = await self.service.get_object(t, call, fields=fields)
+                    outcome = await service.get_object(t, call, fields=fields)
                 elif req.method == "PUT":
-                    outcome = await self.service.put_object(t, call)
+                    outcome = await service.put_object(t, call)
                 elif req.method == "PATCH":
-                    outcome = await self.service.patch_object(t, call)
+                    outcome = await service.patch_object(t, call)
                 else:
                     lm = _last_modified_param(req.query)
-                    outcome = await self.service.delete_object(t, call, last_modified=lm)
+                    outcome = await service.delete_object(t, call, last_modified=lm)
             return self._resource_response(req, outcome, req.method == "HEAD")
 
         return handler

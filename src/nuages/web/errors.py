@@ -16,6 +16,7 @@ REQUEST_TOO_LARGE = 113
 MODIFIED_MEANWHILE = 114
 METHOD_NOT_ALLOWED = 115
 VERSION_NOT_AVAILABLE = 116
+CLIENT_REACHED_CAPACITY = 117
 FORBIDDEN = 121
 CONSTRAINT_VIOLATED = 122
 BACKEND = 201
@@ -30,6 +31,7 @@ MESSAGES = {
     409: "Integrity constraint violated, please retry.",
     410: "The service you are trying to connect no longer exists at this location.",
     412: "Resource was modified meanwhile",
+    429: "Too many failed authentication attempts, retry later.",
     500: "A programmatic error occurred, developers have been informed.",
     503: "Service temporary unavailable due to overloading or maintenance, please retry later.",
 }
@@ -81,6 +83,8 @@ def from_error(exc: errors.Error) -> tuple[int, dict[str, Any]]:
         return 401, envelope(401, MISSING_AUTH_TOKEN, message=MESSAGES[401])
     if isinstance(exc, errors.Forbidden):
         return 403, envelope(403, FORBIDDEN, message=MESSAGES[403])
+    if isinstance(exc, errors.TooManyRequests):
+        return 429, envelope(429, CLIENT_REACHED_CAPACITY, message=MESSAGES[429])
     if isinstance(exc, errors.MethodNotAllowed):
         return 405, envelope(405, METHOD_NOT_ALLOWED, message=MESSAGES[405])
     if isinstance(exc, errors.UnicityError) and exc.field is not None:
@@ -89,6 +93,9 @@ def from_error(exc: errors.Error) -> tuple[int, dict[str, Any]]:
         return 409, envelope(409, CONSTRAINT_VIOLATED, message=message, details=details)
     if isinstance(exc, errors.UnicityError | errors.ConflictError):
         return 409, envelope(409, CONSTRAINT_VIOLATED, message=MESSAGES[409])
+    if isinstance(exc, errors.QuotaExceeded):
+        # The historical quotas plugin's answer (protocol/10 §5): 507, errno 121.
+        return 507, envelope(507, FORBIDDEN, error="Insufficient Storage", message=exc.message)
     if isinstance(exc, errors.BackendError):
         return 503, envelope(503, BACKEND, message=MESSAGES[503])
     raise TypeError(f"unmapped error {exc!r}")  # pragma: no cover - a bug in the table

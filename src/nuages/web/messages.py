@@ -58,6 +58,8 @@ def error_response(exc: errors.Error) -> WebResponse:
     headers: dict[str, str] = {}
     if isinstance(exc, errors.PreconditionFailed | errors.NotModified):
         headers.update(etag_headers(exc.timestamp))
+    if isinstance(exc, errors.TooManyRequests):
+        headers["Retry-After"] = str(exc.retry_after)
     return WebResponse(status, body, headers)
 
 

@@ -10,7 +10,13 @@ import nuages
 if TYPE_CHECKING:
     from nuages.web.dispatch import Dispatcher, Route
 
-_TAGS = {"bucket": "Buckets", "collection": "Collections", "group": "Groups", "record": "Records"}
+_TAGS = {
+    "bucket": "Buckets",
+    "collection": "Collections",
+    "group": "Groups",
+    "record": "Records",
+    "history": "History",
+}
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -27,7 +33,12 @@ def _operation(route: Route, method: str, path: str) -> dict[str, Any]:
     ]
     op: dict[str, Any] = {
         "operationId": f"{method.lower()}_{route.name.replace('-', '_')}",
-        "tags": [_TAGS[spec.name] if spec else ("Batch" if route.name == "batch" else "Utilities")],
+        # Resources of toolkit apps and plugins are tagged by their own name.
+        "tags": [
+            _TAGS.get(spec.name, spec.plural.capitalize())
+            if spec
+            else ("Batch" if route.name == "batch" else "Utilities")
+        ],
         "parameters": params,
         "responses": {
             "200": {"description": "Success"},

@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import nuages
@@ -17,6 +17,7 @@ from nuages.core.pagination import decode_token, effective_limit, encode_token, 
 from nuages.core.preconditions import parse_etag
 from nuages.core.querystring import parse_list_params, project
 from nuages.web.messages import WebRequest, WebResponse, etag_headers, http_date
+from nuages.web.permission_entries import EntryBuilder, page_start, sort_entries
 
 if TYPE_CHECKING:
     from nuages.backends import Backends
@@ -57,8 +58,15 @@ IMPLIED: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "group": {"write": ("read",)},
     "record": {"write": ("read",)},
+    "account": {"write": ("read",)},
 }
-LEVELS = {"buckets": "bucket", "collections": "collection", "groups": "group", "records": "record"}
+LEVELS = {
+    "buckets": "bucket",
+    "collections": "collection",
+    "groups": "group",
+    "records": "record",
+    "accounts": "account",  # the accounts plugin (protocol/10 §3)
+}
 
 
 def flush_enabled(settings: Any) -> bool:
@@ -95,6 +103,10 @@ class Utility:
             capabilities["flush_endpoint"] = CAPABILITIES["flush_endpoint"]
         if s.experimental_permissions_endpoint:
             capabilities["permissions_endpoint"] = CAPABILITIES["permissions_endpoint"]
+        # Plugins' (docs/plugins.md); a callable one depends on the URL of the API.
+        api_url = f"{self.d.base_url(req)}{self.d.prefix}/"
+        for name, capability in self.d.capabilities.items():
+            capabilities[name] = capability(api_url) if callable(capability) else capability
         body: dict[str, Any] = {
             "project_name": s.project_name,
             "project_version": nuages.__version__,
@@ -110,11 +122,13 @@ class Utility:
         }
         if s.eos is not None:
             body["eos"] = s.eos.isoformat()
-        user_id = self.d.authenticate(req)
+        user_id = await self.d.authenticate(req, tx)
         if user_id is not None:
             async with self.d.transaction(tx, write=False) as t:
                 caller = await load_caller(t.permission, user_id)
             body["user"] = {"id": user_id, "principals": list(caller.principals)}
+            for info in self.d.user_info:  # plugins' (the default bucket id, ...)
+                body["user"].update(info(user_id))
         headers = {}
         if s.readonly:
             # Kinto's root_cache_expires_seconds default (protocol/08 §3): max-age and Expires.
@@ -198,7 +212,7 @@ class Utility:
 
     async def permissions(self, req: WebRequest, params: dict[str, str], tx: Any) -> WebResponse:
         s = self.d.settings
-        user_id = self.d.authenticate(req)
+        user_id = await self.d.authenticate(req, tx)
         async with self.d.transaction(tx, write=False) as t:
             caller = await load_caller(t.permission, user_id)
             readers = s.principals_for("permissions", "read")
@@ -221,14 +235,19 @@ class Utility:
         if_match = parse_etag("If-Match", req.headers.get("if-match"))
         if isinstance(if_match, int) and if_match != timestamp:
             raise PreconditionFailed(timestamp)
-        entries = [e for e in (_entry(uri, held) for uri, held in acl.items()) if e]
+        build = EntryBuilder(LEVELS, IMPLIED)
+        entries = [e for e in (build(uri, held) for uri, held in acl.items()) if e]
         root = sorted(granted.get("", ()))
         if root:
             entries.append({"uri": "/", "resource_name": "root", "permissions": root})
-        return self._list_entries(req, entries, timestamp)
+        return self._list_entries(req, entries, timestamp, build.finish)
 
     def _list_entries(
-        self, req: WebRequest, entries: list[dict[str, Any]], timestamp: int
+        self,
+        req: WebRequest,
+        entries: list[dict[str, Any]],
+        timestamp: int,
+        finish: Callable[[dict[str, Any]], dict[str, Any]],
     ) -> WebResponse:
         query = [
             (k, v)
@@ -243,20 +262,21 @@ class Utility:
         from nuages.core.objects import Sort
 
         sorting.append(Sort("uri", -1))
-        found = [e for e in entries if filtering.matches_all(e, filters)]
-        found = [dict(e) for e in filtering.sort_objects(found, sorting)]
+        if filters:
+            entries = [e for e in entries if filtering.matches_all(e, filters)]
         headers = etag_headers(timestamp)
         headers["Cache-Control"] = "no-cache, no-store"  # as any resource read (protocol/08 §3)
         if req.method == "HEAD":
-            headers["Total-Objects"] = headers["Total-Records"] = str(len(found))
+            headers["Total-Objects"] = headers["Total-Records"] = str(len(entries))
             return WebResponse(200, None, headers)
+        found = sort_entries(entries, sorting)
         s = self.d.settings
         limit = effective_limit(params.limit, s.paginate_by, s.storage_max_fetch_size)
         offset = 0
         if params.token is not None:
             keyset, _, offset = decode_token(params.token, sorting)
-            found = [e for e in found if filtering.after_keyset(e, sorting, keyset)]
-        page = found[:limit]
+            found = found[page_start(found, sorting, keyset) :]
+        page = [finish(e) for e in found[:limit]]
         if len(found) > limit:
             token = encode_token(page[-1], sorting, offset + limit)
             url = self.d.base_url(req) + req.path
@@ -266,7 +286,13 @@ class Utility:
         return WebResponse(200, {"data": page}, headers)
 
 
-_PARENT_TYPE = {"bucket": "", "collection": "bucket", "group": "bucket", "record": "collection"}
+_PARENT_TYPE = {
+    "bucket": "",
+    "collection": "bucket",
+    "group": "bucket",
+    "record": "collection",
+    "account": "",
+}
 
 
 def _granted_by_settings(
@@ -305,23 +331,6 @@ async def _every_object(tx: Any, granted: Mapping[str, set[str]]) -> dict[str, s
                 for child in await tx.storage.list(resource, bucket_uri, ListQuery(limit=None)):
                     found[f"{bucket_uri}/{resource}s/{child['id']}"] = set(granted[resource])
     return found
-
-
-def _entry(uri: str, held: set[str]) -> dict[str, Any] | None:
-    parts = uri.strip("/").split("/")
-    if len(parts) % 2 or not parts or any(p not in LEVELS for p in parts[::2]):
-        return None
-    entry: dict[str, Any] = {"uri": uri}
-    for plural, oid in zip(parts[::2], parts[1::2], strict=True):
-        entry[f"{LEVELS[plural]}_id"] = oid
-    name = LEVELS[parts[-2]]
-    entry["resource_name"] = name
-    entry["id"] = parts[-1]
-    expanded = set(held)
-    for perm in held:
-        expanded.update(IMPLIED.get(name, {}).get(perm, ()))
-    entry["permissions"] = sorted(expanded)
-    return entry
 
 
 __all__ = ["Utility", "etag_headers"]

@@ -1,0 +1,188 @@
+"""PostgreSQL permission backend: access control entries and user principals in two tables.
+
+Rows are keyed by a digest of their strings (any length); lookups use indexes on the first
+200 characters and then compare the whole value. URI patterns ending with ``*`` match by
+prefix, written as a range in code point order (``COLLATE "C"``), so no LIKE escaping.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from nuages.core.errors import BackendError
+from nuages.permission.protocol import BoundPermission
+from nuages.postgresql.database import PostgreSQLDatabase, PostgreSQLTransaction, digest
+
+_URI_EQUALS = 'left(object_uri, 200) COLLATE "C" = left({p}, 200) AND object_uri = {p}'
+
+
+def _params() -> tuple[list[Any], Any]:
+    values: list[Any] = []
+
+    def bind(value: Any, cast: str = "") -> str:
+        values.append(value)
+        return f"${len(values)}{cast}"
+
+    return values, bind
+
+
+class PostgreSQLPermissionTransaction:
+    """Permission operations in one transaction of a :class:`PostgreSQLDatabase`."""
+
+    def __init__(self, tx: PostgreSQLTransaction) -> None:
+        self._tx = tx
+
+    def _check_writable(self) -> None:
+        if not self._tx.write:
+            raise BackendError("cannot write in a read transaction (open it with write=True)")
+
+    async def get_object_permissions(self, uri: str) -> dict[str, set[str]]:
+        rows = await self._tx.fetch(
+            "SELECT permission, principal FROM access_control_entries WHERE "
+            + _URI_EQUALS.format(p="$1"),
+            uri,
+        )
+        permissions: dict[str, set[str]] = defaultdict(set)
+        for permission, principal in rows:
+            permissions[permission].add(principal)
+        return dict(permissions)
+
+    async def replace_object_permissions(
+        self, uri: str, permissions: Mapping[str, Iterable[str]]
+    ) -> None:
+        self._check_writable()
+        for permission, principals in permissions.items():
+            await self._tx.execute(
+                "DELETE FROM access_control_entries WHERE "
+                + _URI_EQUALS.format(p="$1")
+                + " AND permission = $2",
+                uri,
+                permission,
+            )
+            for principal in set(principals):
+                await self.add_principal_to_ace(uri, permission, principal)
+
+    async def add_principal_to_ace(self, uri: str, permission: str, principal: str) -> None:
+        self._check_writable()
+        await self._tx.execute(
+            "INSERT INTO access_control_entries (key, object_uri, permission, principal)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            digest(uri, permission, principal),
+            uri,
+            permission,
+            principal,
+        )
+
+    async def delete_object_permissions(self, *uri_patterns: str) -> None:
+        self._check_writable()
+        if not uri_patterns:
+            return
+        values, bind = _params()
+        matching = " OR ".join(_uri_matches(pattern, bind) for pattern in uri_patterns)
+        await self._tx.execute(f"DELETE FROM access_control_entries WHERE {matching}", *values)
+
+    async def check_permission(
+        self, principals: Iterable[str], bound_permissions: Iterable[BoundPermission]
+    ) -> bool:
+        principals, bound = set(principals), list(bound_permissions)
+        if not principals or not bound:
+            return False
+        keys = [digest(uri, perm, principal) for uri, perm in bound for principal in principals]
+        found = await self._tx.fetchval(
+            "SELECT 1 FROM access_control_entries WHERE key = ANY($1::bytea[]) LIMIT 1", keys
+        )
+        return found is not None
+
+    async def get_accessible_objects(
+        self, principals: Iterable[str], bound_permissions: Iterable[BoundPermission]
+    ) -> dict[str, set[str]]:
+        principals, bound = set(principals), list(bound_permissions)
+        if not principals or not bound:
+            return {}
+        values, bind = _params()
+        wanted = " OR ".join(
+            f"(permission = {bind(permission)} AND {_uri_matches(pattern, bind)})"
+            for pattern, permission in bound
+        )
+        sql = (
+            f"SELECT DISTINCT object_uri, permission FROM access_control_entries"
+            f" WHERE ({wanted}) AND principal = ANY({bind(sorted(principals), '::text[]')})"
+        )
+        accessible: dict[str, set[str]] = defaultdict(set)
+        for uri, permission in await self._tx.fetch(sql, *values):
+            accessible[uri].add(permission)
+        return dict(accessible)
+
+    async def get_user_principals(self, user_id: str) -> set[str]:
+        rows = await self._tx.fetch(
+            "SELECT principal FROM user_principals"
+            " WHERE left(user_id, 200) = left($1, 200) AND user_id = $1",
+            user_id,
+        )
+        return {principal for (principal,) in rows}
+
+    async def add_user_principal(self, user_id: str, principal: str) -> None:
+        self._check_writable()
+        await self._tx.execute(
+            "INSERT INTO user_principals (key, user_id, principal) VALUES ($1, $2, $3)"
+            " ON CONFLICT DO NOTHING",
+            digest(user_id, principal),
+            user_id,
+            principal,
+        )
+
+    async def remove_user_principal(self, user_id: str, principal: str) -> None:
+        self._check_writable()
+        await self._tx.execute(
+            "DELETE FROM user_principals WHERE key = $1", digest(user_id, principal)
+        )
+
+    async def remove_principal(self, principal: str) -> None:
+        self._check_writable()
+        await self._tx.execute(
+            "DELETE FROM user_principals"
+            " WHERE left(principal, 200) = left($1, 200) AND principal = $1",
+            principal,
+        )
+
+
+class PostgreSQLPermission:
+    """Permissions in a :class:`PostgreSQLDatabase`. Sharing the storage's database makes
+    their transactions join: a request's object and ACL writes commit together."""
+
+    def __init__(self, db: PostgreSQLDatabase) -> None:
+        self.db = db
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool) -> AsyncIterator[PostgreSQLPermissionTransaction]:
+        async with self.db.transaction(write=write) as tx:
+            yield PostgreSQLPermissionTransaction(tx)
+
+    async def ping(self) -> bool:
+        return await self.db.ping()
+
+    async def flush(self) -> None:
+        async def flush(tx: PostgreSQLTransaction) -> None:
+            await tx.execute("DELETE FROM access_control_entries; DELETE FROM user_principals")
+
+        await self.db.run_write(flush)
+
+    async def aclose(self) -> None:
+        await self.db.aclose()
+
+
+def _uri_matches(pattern: str, bind: Any) -> str:
+    """SQL for ``uri_matches(pattern, object_uri)``: ``*`` at the end is any suffix."""
+    if not pattern.endswith("*"):
+        return "(" + _URI_EQUALS.format(p=bind(pattern, "::text")) + ")"
+    prefix = pattern[:-1]
+    p = bind(prefix, "::text")
+    # Index range on the first 200 characters, then the exact prefix test.
+    return (
+        f'(left(object_uri, 200) COLLATE "C" >= left({p}, 200)'
+        f' AND left(object_uri, 200) COLLATE "C" <= left({p}, 200) || chr(1114111)'
+        f" AND starts_with(object_uri, {p}))"
+    )

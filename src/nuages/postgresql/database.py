@@ -1,0 +1,373 @@
+"""One PostgreSQL database shared by the PostgreSQL storage, permission and cache backends.
+
+Connections
+    An asyncpg pool per process (at most `pool_size` connections, opened on demand, so
+    a process starts even while the database is down). Waiting for a connection and running
+    one statement are both bounded by `timeout` seconds; past that, or when the database
+    is unreachable or restarting, the operation raises :class:`BackendError` (a 503 with
+    ``Retry-After``). A connection the server dropped is discarded by the pool and the next
+    request opens a new one: recovery needs nothing but the database coming back.
+
+Isolation
+    Read transactions are ``REPEATABLE READ READ ONLY``: a listing, its count and the
+    scope timestamp (the ETag) come from one snapshot. Write transactions are
+    ``READ COMMITTED`` and lock what they write (see :mod:`nuages.storage.postgresql`
+    for the scope lock that orders timestamps across processes); a write that finds that a
+    concurrent transaction changed an object it had read raises
+    :class:`~nuages.core.errors.TransactionConflict`, and the request is rerun.
+
+Transactions and joining
+    As in :mod:`nuages.sqlite.database`: the open transaction lives in a context variable,
+    so the storage and permission backends of one request share one transaction (one
+    commit). A nested write block is a savepoint. A write transaction cannot be nested in
+    a read transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import hashlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any, Final, TypeVar
+
+import asyncpg  # type: ignore[import-untyped]
+
+from nuages.core.errors import BackendError, Error
+
+T = TypeVar("T")
+
+CURRENT_SCHEMA_VERSION: Final = 1
+"""Schema version this Nuages writes and expects (``schema.sql`` + ``migrations/``)."""
+
+# pg_advisory_xact_lock key serialising concurrent `nuages migrate` runs ("nuages" in ASCII).
+_MIGRATION_LOCK: Final = 0x6E7561676573
+
+# Driver and network failures that mean "the database is unavailable right now".
+_UNAVAILABLE: Final = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions._base.InternalClientError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
+def digest(*parts: str) -> bytes:
+    """A fixed-size key for a tuple of strings of any length (injective encoding)."""
+    h = hashlib.sha256()
+    for part in parts:
+        data = part.encode("utf-8", "surrogatepass")
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    return h.digest()
+
+
+def _discard(conn: Any) -> None:
+    """Close a connection in an unknown state; the pool opens a new one when needed."""
+    # InterfaceError: already released (asyncpg detaches a connection that was lost).
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
+
+
+def _backend_error(exc: BaseException) -> BackendError:
+    # Never the DSN (it may hold a password): only the driver's message.
+    return BackendError(f"PostgreSQL: {type(exc).__name__}: {exc}")
+
+
+class PostgreSQLTransaction:
+    """A transaction on one pooled connection. Statements go through :meth:`fetch`,
+    :meth:`fetchrow`, :meth:`fetchval` and :meth:`execute`, which turn driver errors into
+    :class:`BackendError`."""
+
+    def __init__(self, db: PostgreSQLDatabase, conn: Any, *, write: bool) -> None:
+        self.db = db
+        self.write = write
+        self.finished = False
+        self.conn = conn
+        # Objects read by this write transaction, key -> last_modified (None: absent), to
+        # detect that a concurrent transaction changed them before this one wrote.
+        self.seen: dict[bytes, int | None] = {}
+        # A statement failed in the driver or the network: the connection's state is
+        # unknown, so it is closed rather than given back to the pool.
+        self.broken = False
+
+    async def _call(self, method: Callable[..., Awaitable[T]], sql: str, *args: Any) -> T:
+        if self.finished:
+            raise BackendError("this PostgreSQL transaction is already finished")
+        try:
+            return await method(sql, *args, timeout=self.db.timeout)
+        except asyncpg.DeadlockDetectedError as exc:
+            from nuages.core.errors import TransactionConflict
+
+            raise TransactionConflict() from exc
+        except _UNAVAILABLE as exc:
+            self.broken = True
+            raise _backend_error(exc) from exc
+        except BaseException:
+            self.broken = True  # cancelled mid-statement
+            raise
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        return await self._call(self.conn.fetch, sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        return await self._call(self.conn.fetchrow, sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._call(self.conn.fetchval, sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        return await self._call(self.conn.execute, sql, *args)
+
+
+class PostgreSQLDatabase:
+    """A PostgreSQL database reached through an asyncpg pool (module docs)."""
+
+    def __init__(self, dsn: str, *, pool_size: int = 10, timeout: float = 10.0) -> None:
+        if pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        self.dsn = dsn
+        self.pool_size = pool_size
+        self.timeout = timeout
+        self._pool: Any = None
+        self._pool_lock: asyncio.Lock | None = None
+        self._current: contextvars.ContextVar[PostgreSQLTransaction | None] = (
+            contextvars.ContextVar("nuages_postgresql_transaction", default=None)
+        )
+
+    @property
+    def name(self) -> str:
+        """The database URL without its password, for messages."""
+        return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", self.dsn)
+
+    async def _get_pool(self) -> Any:
+        if self._pool is not None:
+            return self._pool
+        if self._pool_lock is None:
+            self._pool_lock = asyncio.Lock()
+        async with self._pool_lock:
+            if self._pool is None:
+                try:
+                    # min_size=0: nothing is opened until used, so creating the pool never
+                    # fails while the database is down; connections open on demand.
+                    self._pool = await asyncpg.create_pool(
+                        self.dsn,
+                        min_size=0,
+                        max_size=self.pool_size,
+                        timeout=self.timeout,
+                        command_timeout=self.timeout,
+                        max_inactive_connection_lifetime=60.0,
+                    )
+                except _UNAVAILABLE as exc:
+                    raise _backend_error(exc) from exc
+        return self._pool
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        pool = await self._get_pool()
+        try:
+            conn = await pool.acquire(timeout=self.timeout)
+        except _UNAVAILABLE as exc:
+            raise _backend_error(exc) from exc
+        try:
+            yield conn
+        finally:
+            # asyncpg closes a connection it could not reset: nothing more to do.
+            with contextlib.suppress(*_UNAVAILABLE):
+                await pool.release(conn, timeout=self.timeout)
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool) -> AsyncIterator[PostgreSQLTransaction]:
+        """Open a transaction, or join the one open in this context (module docs)."""
+        current = self._current.get()
+        if current is None or current.finished:
+            async with self._outermost(write=write) as tx:
+                yield tx
+        elif write and not current.write:
+            raise BackendError(
+                "cannot open a write transaction inside a read transaction of the same "
+                "PostgreSQL database: open the outermost transaction with write=True"
+            )
+        elif write:
+            try:
+                savepoint = current.conn.transaction()
+                await savepoint.start()
+            except _UNAVAILABLE as exc:
+                raise _backend_error(exc) from exc
+            try:
+                yield current
+            except BaseException:
+                if not current.broken:
+                    try:
+                        await savepoint.rollback()
+                    except _UNAVAILABLE:
+                        current.broken = True  # the outer transaction fails too
+                raise
+            else:
+                try:
+                    await savepoint.commit()
+                except _UNAVAILABLE as exc:
+                    raise _backend_error(exc) from exc
+        else:
+            yield current
+
+    @asynccontextmanager
+    async def _outermost(self, *, write: bool) -> AsyncIterator[PostgreSQLTransaction]:
+        async with self._connection() as conn:
+            tx = PostgreSQLTransaction(self, conn, write=write)
+            if write:
+                pg_tx = conn.transaction(isolation="read_committed")
+            else:
+                pg_tx = conn.transaction(isolation="repeatable_read", readonly=True)
+            try:
+                await pg_tx.start()
+            except BaseException as exc:
+                _discard(conn)  # the pool replaces it
+                if isinstance(exc, _UNAVAILABLE):
+                    raise _backend_error(exc) from exc
+                raise
+            token = self._current.set(tx)
+            try:
+                try:
+                    yield tx
+                except BaseException:
+                    if tx.broken:
+                        _discard(conn)
+                    else:
+                        try:
+                            await pg_tx.rollback()
+                        except _UNAVAILABLE:
+                            _discard(conn)  # the error being handled stays the one reported
+                    raise
+                try:
+                    await pg_tx.commit()
+                except BaseException as exc:
+                    # The commit may or may not have happened: the connection is unusable.
+                    _discard(conn)
+                    if isinstance(exc, _UNAVAILABLE):
+                        raise _backend_error(exc) from exc
+                    raise
+            finally:
+                tx.finished = True
+                self._current.reset(token)
+
+    async def run_write(self, job: Callable[[PostgreSQLTransaction], Awaitable[T]]) -> T:
+        """Run `job` in the write transaction open in this context, or else in a short
+        write transaction of its own (it then commits independently of a read transaction
+        open in this context: lazy scope timestamps, cache entries)."""
+        current = self._current.get()
+        if current is not None and current.write and not current.finished:
+            return await job(current)
+        token = self._current.set(None)
+        try:
+            async with self._outermost(write=True) as tx:
+                return await job(tx)
+        finally:
+            self._current.reset(token)
+
+    async def run_read(self, job: Callable[[PostgreSQLTransaction], Awaitable[T]]) -> T:
+        """Run `job` in the transaction open in this context, or in a read transaction."""
+        async with self.transaction(write=False) as tx:
+            return await job(tx)
+
+    # -- schema ---------------------------------------------------------------------
+    async def migrate(self) -> None:
+        """Create the schema or upgrade an older one; idempotent, and safe when several
+        processes run it at once (an advisory lock serialises them, one transaction each)."""
+
+        async def migrate(tx: PostgreSQLTransaction) -> None:
+            await tx.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            version = await _read_schema_version(tx)
+            if version == CURRENT_SCHEMA_VERSION:
+                return
+            if version is None:
+                scripts = [_schema_script()]
+            elif version > CURRENT_SCHEMA_VERSION:
+                raise BackendError(self._newer(version))
+            else:
+                available = _migration_scripts()
+                wanted = range(version + 1, CURRENT_SCHEMA_VERSION + 1)
+                if missing := [n for n in wanted if n not in available]:
+                    raise BackendError(f"No PostgreSQL migration to schema version {missing[0]}")
+                scripts = [available[n] for n in wanted]
+            for script in scripts:
+                await tx.execute(script)
+            await tx.execute(
+                "INSERT INTO nuages_metadata (name, value) VALUES ('schema_version', $1)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                str(CURRENT_SCHEMA_VERSION),
+            )
+
+        await self.run_write(migrate)
+
+    async def schema_version(self) -> int | None:
+        """The schema version recorded in the database, or ``None`` when it has none."""
+        return await self.run_read(_read_schema_version)
+
+    def _newer(self, version: int) -> str:
+        return (
+            f"The PostgreSQL database {self.name} has schema version {version}, which is "
+            f"newer than this Nuages supports ({CURRENT_SCHEMA_VERSION}): upgrade Nuages."
+        )
+
+    async def check_schema(self) -> None:
+        """Raise :class:`BackendError` unless the database has exactly the current schema."""
+        version = await self.schema_version()
+        if version is None:
+            raise BackendError(
+                f"The PostgreSQL database {self.name} has no Nuages schema: run `nuages migrate`."
+            )
+        if version < CURRENT_SCHEMA_VERSION:
+            raise BackendError(
+                f"The PostgreSQL database {self.name} has schema version {version}, this "
+                f"Nuages needs version {CURRENT_SCHEMA_VERSION}: run `nuages migrate`."
+            )
+        if version > CURRENT_SCHEMA_VERSION:
+            raise BackendError(self._newer(version))
+
+    async def ping(self) -> bool:
+        """Whether the database answers a query."""
+        try:
+            await self.run_read(lambda tx: tx.fetchval("SELECT 1"))
+        except Error:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        """Close the pool (idempotent); a later use opens a new one."""
+        pool, self._pool = self._pool, None
+        self._pool_lock = None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), self.timeout)
+            except (TimeoutError, *_UNAVAILABLE):
+                pool.terminate()
+
+
+_MIGRATION_NAME = re.compile(r"(\d{3})_\w+\.sql")
+
+
+def _schema_script() -> str:
+    return resources.files(__package__).joinpath("schema.sql").read_text("utf-8")
+
+
+def _migration_scripts() -> dict[int, str]:
+    """``migrations/NNN_what.sql`` upgrades a database from version NNN-1 to NNN."""
+    folder = resources.files(__package__).joinpath("migrations")
+    scripts = {}
+    for entry in folder.iterdir():
+        if match := _MIGRATION_NAME.fullmatch(entry.name):
+            scripts[int(match[1])] = entry.read_text("utf-8")
+    return scripts
+
+
+async def _read_schema_version(tx: PostgreSQLTransaction) -> int | None:
+    if await tx.fetchval("SELECT to_regclass('nuages_metadata')") is None:
+        return None
+    value = await tx.fetchval("SELECT value FROM nuages_metadata WHERE name = 'schema_version'")
+    return None if value is None else int(value)

@@ -1,0 +1,687 @@
+"""PostgreSQL storage: objects in one table, filters and ordering compiled to SQL on JSONB.
+
+Semantics are those of :mod:`nuages.core.filtering` (the memory backend is the oracle of
+the property tests). ``id`` and ``last_modified`` are columns; any other field is read
+from the JSONB column ``data``. The JSON order is rendered as a *rank* (null 0, string 1,
+number 2, boolean 3, array 4, object 5, missing 6) followed by a value comparable within
+that rank: strings in ``COLLATE "C"`` (code point order), numbers as ``numeric`` (exact,
+any size), booleans. Equality of any value is JSONB equality (type-strict, ``1 = 1.0``),
+exactly :func:`~nuages.core.filtering.json_equal`.
+
+Known approximations (docs/deployment.md): arrays and objects are ordered by PostgreSQL's
+JSONB text rather than by their canonical JSON; ``like`` folds case with the database's
+rules (``ILIKE``); a string holding U+0000 is filtered as if it held U+FFFD (it is stored
+and returned exactly).
+
+Concurrency across processes: a write takes its scope's row in ``timestamps`` with
+``SELECT ... FOR UPDATE`` before anything else in that scope and holds it until commit, so
+writes in one scope are serialised (other scopes are not) and the scope's timestamps are
+committed in increasing order: a reader that saw timestamp T never later sees a new object
+with a timestamp below T. A write whose object changed since this transaction read it (the
+read happened before the lock) raises :class:`TransactionConflict`: the request is rerun
+and its precondition (``If-Match``) is evaluated again on the current object.
+"""
+
+from __future__ import annotations
+
+import _sre  # type: ignore[import-not-found]
+import functools
+import json
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from re import _casefix  # type: ignore[attr-defined]
+from typing import Any, Final
+
+import orjson
+
+from nuages.core.errors import BackendError, ObjectNotFound, TransactionConflict, UnicityError
+from nuages.core.filtering import compare_values, type_rank
+from nuages.core.objects import Comparison, Filter, Keyset, ListQuery, Sort
+from nuages.core.timestamps import next_timestamp, now_ms
+from nuages.postgresql.database import PostgreSQLDatabase, PostgreSQLTransaction, digest
+
+JSONObject = dict[str, Any]
+
+_INT64 = range(-(2**63), 2**63)
+
+
+def scope_key(parent_id: str, resource_name: str) -> bytes:
+    return digest(parent_id, resource_name)
+
+
+def object_key(parent_id: str, resource_name: str, object_id: str) -> bytes:
+    return digest(parent_id, resource_name, object_id)
+
+
+class PostgreSQLStorageTransaction:
+    """Storage operations in one transaction of a :class:`PostgreSQLDatabase`."""
+
+    def __init__(self, db: PostgreSQLDatabase, tx: PostgreSQLTransaction) -> None:
+        self._db = db
+        self._tx = tx
+
+    def _check_writable(self) -> None:
+        if not self._tx.write:
+            raise BackendError("cannot write in a read transaction (open it with write=True)")
+
+    async def resource_timestamp(self, resource_name: str, parent_id: str) -> int:
+        scope = scope_key(parent_id, resource_name)
+        current = await self._tx.fetchval(
+            "SELECT last_modified FROM timestamps WHERE scope = $1", scope
+        )
+        if current is not None:
+            return int(current)
+        if self._tx.write:
+            # Our own transaction: the row becomes visible (and stable) when it commits.
+            own = await _create_scope_timestamp(self._tx, scope, parent_id, resource_name)
+            return own[0]
+
+        async def create(tx: PostgreSQLTransaction) -> tuple[int, bool]:
+            return await _create_scope_timestamp(tx, scope, parent_id, resource_name)
+
+        timestamp, created = await self._db.run_write(create)
+        if not created:
+            # Another process wrote in the scope after our snapshot began: objects this
+            # snapshot cannot see may carry that timestamp. Rerun on a newer snapshot.
+            raise TransactionConflict()
+        return timestamp
+
+    async def get(
+        self, resource_name: str, parent_id: str, object_id: str, *, include_deleted: bool = False
+    ) -> JSONObject | None:
+        key = object_key(parent_id, resource_name, object_id)
+        row = await self._tx.fetchrow(
+            "SELECT last_modified, deleted, body FROM objects WHERE key = $1", key
+        )
+        if self._tx.write and key not in self._tx.seen:
+            self._tx.seen[key] = None if row is None or row[1] else int(row[0])
+        if row is None or (row[1] and not include_deleted):
+            return None
+        return _decode(object_id, row[0], row[2])
+
+    async def _lock(
+        self, resource_name: str, parent_id: str, object_id: str
+    ) -> tuple[bytes, tuple[int, bool] | None, int | None]:
+        """Take the scope lock, then read the object as committed now; raise
+        TransactionConflict if it changed since this transaction last read it."""
+        self._check_writable()
+        key = object_key(parent_id, resource_name, object_id)
+        previous = await _lock_scope(self._tx, parent_id, resource_name)
+        row = await self._tx.fetchrow(
+            "SELECT last_modified, deleted FROM objects WHERE key = $1", key
+        )
+        existing = None if row is None else (int(row[0]), bool(row[1]))
+        now_live = None if existing is None or existing[1] else existing[0]
+        if key in self._tx.seen and self._tx.seen[key] != now_live:
+            raise TransactionConflict()
+        return key, existing, previous
+
+    async def _written(self, key: bytes, timestamp: int | None) -> None:
+        self._tx.seen[key] = timestamp
+
+    async def create(
+        self, resource_name: str, parent_id: str, obj: Mapping[str, Any]
+    ) -> JSONObject:
+        object_id = obj["id"]
+        stored = _encode(obj)
+        requested = _requested(obj.get("last_modified"))
+        key, existing, previous = await self._lock(resource_name, parent_id, object_id)
+        if existing is not None and not existing[1]:
+            raise UnicityError(resource_name, object_id)
+        timestamp = await _bump(self._tx, parent_id, resource_name, previous, requested)
+        await _store(self._tx, key, parent_id, resource_name, object_id, timestamp, stored)
+        await self._written(key, timestamp)
+        return _decode(object_id, timestamp, stored.body)
+
+    async def update(
+        self, resource_name: str, parent_id: str, object_id: str, obj: Mapping[str, Any]
+    ) -> JSONObject:
+        stored = _encode(obj)
+        requested = _requested(obj.get("last_modified"))
+        key, existing, previous = await self._lock(resource_name, parent_id, object_id)
+        ignored = existing is not None and requested is not None and requested <= existing[0]
+        timestamp = await _bump(
+            self._tx, parent_id, resource_name, previous, None if ignored else requested
+        )
+        await _store(self._tx, key, parent_id, resource_name, object_id, timestamp, stored)
+        await self._written(key, timestamp)
+        return _decode(object_id, timestamp, stored.body)
+
+    async def delete(
+        self,
+        resource_name: str,
+        parent_id: str,
+        object_id: str,
+        *,
+        last_modified: int | None = None,
+    ) -> JSONObject:
+        requested = _requested(last_modified)
+        key, existing, previous = await self._lock(resource_name, parent_id, object_id)
+        if existing is None or existing[1]:
+            raise ObjectNotFound(resource_name, object_id)
+        ignored = requested is not None and requested <= existing[0]
+        timestamp = await _bump(
+            self._tx, parent_id, resource_name, previous, None if ignored else requested
+        )
+        await _store(self._tx, key, parent_id, resource_name, object_id, timestamp, _TOMBSTONE)
+        await self._written(key, None)
+        return {"id": object_id, "last_modified": timestamp, "deleted": True}
+
+    async def list(self, resource_name: str, parent_id: str, query: ListQuery) -> list[JSONObject]:
+        sql, params = list_sql(resource_name, parent_id, query)
+        rows = await self._tx.fetch(sql, *params)
+        return [_listed(*row) for row in rows]
+
+    async def count(self, resource_name: str, parent_id: str, query: ListQuery) -> int:
+        sql, params = count_sql(resource_name, parent_id, query)
+        return int(await self._tx.fetchval(sql, *params))
+
+    async def purge(self, parent_prefix: str) -> None:
+        self._check_writable()
+        for table in ("objects", "timestamps"):
+            await self._tx.execute(
+                f"DELETE FROM {table} WHERE {_below('parent_id', parent_prefix)}",
+                _text(parent_prefix),
+                _text(parent_prefix) + "/",
+                _text(parent_prefix) + "0",
+            )
+
+
+def _below(column: str, prefix: str) -> str:
+    """SQL for ``column = $1 OR column starts with $1 || '/'`` using the left(…, 200)
+    index: every such string sorts between $2 (prefix + "/") and $3 (prefix + "0")."""
+    return (
+        f'((left({column}, 200) COLLATE "C" = left($1, 200) AND {column} = $1)'
+        f' OR (left({column}, 200) COLLATE "C" >= left($2, 200)'
+        f' AND left({column}, 200) COLLATE "C" <= left($3, 200)'
+        f' AND {column} COLLATE "C" >= $2 AND {column} COLLATE "C" < $3))'
+    )
+
+
+class PostgreSQLStorage:
+    """Storage in a :class:`PostgreSQLDatabase`, usually shared with
+    :class:`~nuages.permission.postgresql.PostgreSQLPermission` so that their transactions
+    join (one commit per request)."""
+
+    def __init__(self, db: PostgreSQLDatabase) -> None:
+        self.db = db
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool) -> AsyncIterator[PostgreSQLStorageTransaction]:
+        async with self.db.transaction(write=write) as tx:
+            yield PostgreSQLStorageTransaction(self.db, tx)
+
+    async def ping(self) -> bool:
+        return await self.db.ping()
+
+    async def flush(self) -> None:
+        async def flush(tx: PostgreSQLTransaction) -> None:
+            await tx.execute("DELETE FROM objects; DELETE FROM timestamps")
+
+        await self.db.run_write(flush)
+
+    async def aclose(self) -> None:
+        await self.db.aclose()
+
+
+# -- rows ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """An object as stored: `body` is its exact JSON without `id` and `last_modified`,
+    `data` the JSON given to the JSONB column (U+0000 replaced)."""
+
+    body: str
+    data: str
+    deleted: bool
+    has_nul: bool
+
+
+_TOMBSTONE: Final = _Stored('{"deleted":true}', '{"deleted":true}', deleted=True, has_nul=False)
+# An escaped backslash, or the escape of U+0000 (which JSONB rejects).
+_NUL_ESCAPE: Final = re.compile(r"(\\\\)|\\u0000")
+
+
+def _encode(obj: Mapping[str, Any]) -> _Stored:
+    data = {k: v for k, v in obj.items() if k != "id" and k != "last_modified"}
+    try:
+        text = orjson.dumps(data).decode()
+    except orjson.JSONEncodeError as exc:
+        raise BackendError(f"object cannot be stored as JSON: {exc}") from exc
+    has_nul = "\\u0000" in text
+    queryable = _NUL_ESCAPE.sub(lambda m: m.group(1) or "\\ufffd", text) if has_nul else text
+    return _Stored(text, queryable, deleted=data.get("deleted") is True, has_nul=has_nul)
+
+
+def _text(value: str) -> str:
+    """`value` as TEXT can hold it (U+0000 becomes U+FFFD): for sorting and prefixes only."""
+    return value.replace("\x00", "\ufffd")
+
+
+def _listed(object_id: str, raw_id: str | None, last_modified: int, body: str) -> JSONObject:
+    return _decode(object_id if raw_id is None else orjson.loads(raw_id), last_modified, body)
+
+
+def _decode(object_id: str, last_modified: int, body: str) -> JSONObject:
+    obj: JSONObject = {"id": object_id}
+    obj.update(orjson.loads(body))
+    obj["last_modified"] = last_modified
+    return obj
+
+
+def _requested(value: Any) -> int | None:
+    """A client-supplied timestamp, if it is one (within a BIGINT)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
+        return value
+    return None
+
+
+async def _store(
+    tx: PostgreSQLTransaction,
+    key: bytes,
+    parent_id: str,
+    resource_name: str,
+    object_id: str,
+    timestamp: int,
+    stored: _Stored,
+) -> None:
+    await tx.execute(
+        "INSERT INTO objects (key, scope, parent_id, resource_name, id, raw_id, last_modified,"
+        " deleted, has_nul, body, data)"
+        " VALUES ($1, $2, $3, $4, $5, $11, $6, $7, $8, $9, $10::jsonb)"
+        " ON CONFLICT (key) DO UPDATE SET last_modified = excluded.last_modified,"
+        " deleted = excluded.deleted, has_nul = excluded.has_nul, body = excluded.body,"
+        " data = excluded.data",
+        key,
+        scope_key(parent_id, resource_name),
+        _text(parent_id),
+        _text(resource_name),
+        _text(object_id),
+        timestamp,
+        stored.deleted,
+        stored.has_nul,
+        stored.body,
+        stored.data,
+        orjson.dumps(object_id).decode() if "\x00" in object_id else None,
+    )
+
+
+async def _create_scope_timestamp(
+    tx: PostgreSQLTransaction, scope: bytes, parent_id: str, resource_name: str
+) -> tuple[int, bool]:
+    """The scope's timestamp, set to now unless it exists; and whether it was created."""
+    created = await tx.fetchval(
+        "INSERT INTO timestamps (scope, parent_id, resource_name, last_modified)"
+        " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING last_modified",
+        scope,
+        _text(parent_id),
+        _text(resource_name),
+        now_ms(),
+    )
+    if created is not None:
+        return int(created), True
+    value = await tx.fetchval("SELECT last_modified FROM timestamps WHERE scope = $1", scope)
+    return int(value), False
+
+
+async def _lock_scope(tx: PostgreSQLTransaction, parent_id: str, resource_name: str) -> int | None:
+    """Lock the scope's timestamp row until commit; its current value (None: new scope)."""
+    scope = scope_key(parent_id, resource_name)
+    while True:
+        value = await tx.fetchval(
+            "SELECT last_modified FROM timestamps WHERE scope = $1 FOR UPDATE", scope
+        )
+        if value is not None:
+            return int(value)
+        # A new scope: the inserted row is locked by this transaction. If another one
+        # inserted it first, ON CONFLICT waits for it to commit; then lock that row.
+        inserted = await tx.fetchval(
+            "INSERT INTO timestamps (scope, parent_id, resource_name, last_modified)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true",
+            scope,
+            _text(parent_id),
+            _text(resource_name),
+            now_ms(),  # replaced by _bump; also a valid scope timestamp should none follow
+        )
+        if inserted:
+            return None
+
+
+async def _bump(
+    tx: PostgreSQLTransaction,
+    parent_id: str,
+    resource_name: str,
+    previous: int | None,
+    requested: int | None,
+) -> int:
+    """The timestamp of a write in the scope, whose row this transaction has locked
+    (`previous` is its value then, None for a new scope)."""
+    scope = scope_key(parent_id, resource_name)
+    bump = next_timestamp(previous, requested)
+    if bump.scope_timestamp != previous:
+        await tx.execute(
+            "UPDATE timestamps SET last_modified = $2 WHERE scope = $1", scope, bump.scope_timestamp
+        )
+    return bump.object_timestamp
+
+
+# -- query compiler -----------------------------------------------------------------
+# Every predicate below is true or false, never NULL, so that NOT(...) is exact.
+
+
+class _Params:
+    """Positional parameters of one statement: values are bound, never spliced."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def __call__(self, value: Any, cast: str = "") -> str:
+        self.values.append(value)
+        return f"${len(self.values)}{cast}"
+
+    def json(self, value: Any) -> str:
+        return self(_json_param(value), "::jsonb")
+
+
+def _json_param(value: Any) -> str:
+    # JSONB cannot hold U+0000: compare with what the column holds instead.
+    text = json.dumps(value)  # not orjson: integers beyond 64 bits
+    return _NUL_ESCAPE.sub(lambda m: m.group(1) or "\\ufffd", text)
+
+
+@dataclass(frozen=True, slots=True)
+class _Column:
+    """``id`` or ``last_modified``: always present and of one rank."""
+
+    sql: str
+    rank: int
+    sample: Any  # any value of the column: compares with other ranks like all of them
+
+
+@dataclass(frozen=True, slots=True)
+class _JsonField:
+    """A field inside ``data``: `sql` is an SQL JSONB expression, NULL when missing."""
+
+    sql: str
+    key: str | None = None  # the top-level key, when the field is one
+
+    @property
+    def rank(self) -> str:
+        return (
+            f"(CASE jsonb_typeof({self.sql}) WHEN 'null' THEN 0 WHEN 'string' THEN 1"
+            " WHEN 'number' THEN 2 WHEN 'boolean' THEN 3 WHEN 'array' THEN 4"
+            " WHEN 'object' THEN 5 ELSE 6 END)"
+        )
+
+    def value(self, rank: int) -> str:
+        """SQL ordering the values of one rank like compare_values() (for that rank only)."""
+        if rank == 1:
+            return f"(({self.sql}) #>> '{{}}') COLLATE \"C\""
+        if rank == 2:
+            return f"(({self.sql})::numeric)"
+        if rank == 3:
+            return f"(({self.sql})::boolean)"
+        return f'(({self.sql})::text COLLATE "C")'
+
+
+_Field = _Column | _JsonField
+
+_ID: Final = _Column('o.id COLLATE "C"', 1, "")
+_LAST_MODIFIED: Final = _Column("o.last_modified", 2, 0)
+
+
+def _field(name: str, params: _Params) -> _Field:
+    if name == "id":
+        return _ID
+    if name == "last_modified":
+        return _LAST_MODIFIED
+    name = name.replace("\x00", "\ufffd")  # as in the JSONB column (_encode)
+    top = f"(o.data -> {params(name, '::text')})"
+    if "." not in name:
+        return _JsonField(top, name)
+    # get_field(): a top-level key spelled with dots first, then nested objects (`->` with
+    # a text key gives NULL on anything but an object, like get_field()).
+    nested = "o.data" + "".join(f" -> {params(part, '::text')}" for part in name.split("."))
+    return _JsonField(
+        f"(CASE WHEN o.data ? {params(name, '::text')} THEN {top} ELSE ({nested}) END)"
+    )
+
+
+def _sql_value(value: Any, rank: int, params: _Params) -> str:
+    if rank == 1:
+        return f'{params(value.replace(chr(0), chr(0xFFFD)), "::text")} COLLATE "C"'
+    if rank == 2:
+        return params(repr(value) if isinstance(value, float) else str(value), "::numeric")
+    if rank == 3:
+        return params(value, "::boolean")
+    return f'({params.json(value)}::text COLLATE "C")'
+
+
+_HOLDS: Final = {
+    "<": lambda sign: sign < 0,
+    "<=": lambda sign: sign <= 0,
+    "=": lambda sign: sign == 0,
+    ">=": lambda sign: sign >= 0,
+    ">": lambda sign: sign > 0,
+}
+
+
+def _finite(value: Any) -> bool:
+    """False for NaN and infinities, which JSON (and so no stored value) cannot hold."""
+    return not isinstance(value, float) or value - value == 0
+
+
+def _nan(value: Any) -> bool:
+    return isinstance(value, float) and value != value
+
+
+def _compare(field: _Field, op: str, value: Any, params: _Params) -> str:
+    """SQL for ``compare_values(field, value) <op> 0``."""
+    rank = type_rank(value)
+    if isinstance(field, _Column):
+        if rank != field.rank or (rank == 2 and not (isinstance(value, int) and value in _INT64)):
+            if rank == field.rank and rank == 2 and not _nan(value):
+                return f"({field.sql}::numeric {op} {_sql_value(value, 2, params)})"
+            return "true" if _HOLDS[op](compare_values(field.sample, value)) else "false"
+        if rank == 1:
+            return f"({field.sql} {op} {params(_text(value), '::text')})"
+        return f"({field.sql} {op} {params(value, '::bigint')})"
+    if rank in (0, 6) or _nan(value):
+        return f"({field.rank} {op} {rank})"
+    found = f"({field.value(rank)} {op} {_sql_value(value, rank, params)})"
+    if op == "=":
+        return f"({field.rank} = {rank} AND {found})"
+    return f"({field.rank} {op[0]} {rank} OR ({field.rank} = {rank} AND {found}))"
+
+
+def _equal(field: _Field, value: Any, params: _Params) -> str:
+    """SQL for ``json_equal(field, value)``, false when the field is missing."""
+    rank = type_rank(value)
+    if isinstance(field, _Column):
+        return _compare(field, "=", value, params) if rank == field.rank else "false"
+    if rank == 6 or not _finite(value):
+        return "false"
+    # JSONB equality is type-strict and numeric (1 = 1.0): json_equal() exactly.
+    exact = f"COALESCE({field.sql} = {params.json(value)}, false)"
+    if field.key is not None and rank in (1, 2, 3):
+        # Containment is implied by equality: a prefilter the GIN index (objects_data) serves.
+        return f"(o.data @> {params.json({field.key: value})} AND {exact})"
+    return exact
+
+
+def _is_in(field: _Field, values: Sequence[Any], params: _Params) -> str:
+    if isinstance(field, _Column):
+        terms = [_equal(field, v, params) for v in values]
+        return f"({' OR '.join(terms)})" if terms else "false"
+    usable = [v for v in values if type_rank(v) != 6 and _finite(v)]
+    if not usable:
+        return "false"
+    return f"COALESCE({field.sql} IN (SELECT jsonb_array_elements({params.json(usable)})), false)"
+
+
+@functools.cache
+def _case_groups() -> dict[int, tuple[int, ...]]:
+    """Code points grouped by their lowercase (as Python's re sees it), groups of 2 or more."""
+    groups: dict[int, list[int]] = {}
+    for code in range(0x110000):
+        if not 0xD800 <= code <= 0xDFFF:
+            groups.setdefault(_sre.unicode_tolower(code), []).append(code)
+    return {key: tuple(group) for key, group in groups.items() if len(group) > 1}
+
+
+def _regex_char(char: str) -> str:
+    """A PostgreSQL regex atom matching what Python's IGNORECASE matches for `char`."""
+    code = ord(char)
+    candidates = {code, *_case_groups().get(_sre.unicode_tolower(code), ())}
+    for other in list(candidates):
+        candidates.update(_casefix._EXTRA_CASES.get(other, ()))
+    literal = re.escape(char)
+    equivalents = sorted(
+        c for c in candidates if re.fullmatch(literal, chr(c), re.IGNORECASE | re.DOTALL)
+    )
+    atoms = "".join(f"\\U{c:08X}" for c in equivalents)
+    return f"[{atoms}]" if len(equivalents) > 1 else atoms
+
+
+def _like_regex(pattern: str) -> str:
+    """like_regex() as a PostgreSQL (ARE, case-sensitive) regular expression."""
+    if "*" not in pattern:
+        pattern = f"*{pattern}*"
+    pattern = _text(pattern)
+    parts = ("".join(_regex_char(c) for c in part) for part in pattern.split("*"))
+    return "^" + ".*".join(parts) + "$"
+
+
+def _like(field: _Field, pattern: str, params: _Params) -> str:
+    regex = params(_like_regex(pattern), "::text")
+    if isinstance(field, _Column):
+        return f"({field.sql} ~ {regex})" if field.rank == 1 else "false"
+    return f"(jsonb_typeof({field.sql}) = 'string' AND ({field.sql} #>> '{{}}') ~ {regex})"
+
+
+def _contains(field: _Field, flt: Filter, params: _Params) -> str:
+    if isinstance(field, _Column):
+        return "false"
+    any_ = flt.operator is Comparison.CONTAINS_ANY
+    wanted = flt.value if isinstance(flt.value, list) else [flt.value]
+    items = [
+        f"EXISTS (SELECT 1 FROM jsonb_array_elements({field.sql}) AS e(v)"
+        f" WHERE e.v = {params.json(w)})"
+        for w in wanted
+        if _finite(w)
+    ]
+    if len(items) < len(wanted) and not any_:
+        return "false"
+    joined = (" OR " if any_ else " AND ").join(items) or ("false" if any_ else "true")
+    return f"(jsonb_typeof({field.sql}) = 'array' AND ({joined}))"
+
+
+def _filter(flt: Filter, params: _Params) -> str:
+    field = _field(flt.field, params)
+    op = flt.operator
+    if op is Comparison.EQ:
+        return _equal(field, flt.value, params)
+    if op is Comparison.NOT:
+        return f"NOT {_equal(field, flt.value, params)}"
+    if op is Comparison.IN:
+        return _is_in(field, flt.value, params)
+    if op is Comparison.EXCLUDE:
+        return f"NOT {_is_in(field, flt.value, params)}"
+    if op is Comparison.HAS:
+        if isinstance(field, _Column):
+            return "true" if flt.value else "false"
+        return f"({field.sql} IS {'NOT ' if flt.value else ''}NULL)"
+    if op is Comparison.LIKE:
+        return _like(field, str(flt.value), params)
+    if op in (Comparison.CONTAINS, Comparison.CONTAINS_ANY):
+        return _contains(field, flt, params)
+    comparisons = {
+        Comparison.LT: "<",
+        Comparison.GT: ">",
+        Comparison.MIN: ">=",
+        Comparison.MAX: "<=",
+    }
+    return _compare(field, comparisons[op], flt.value, params)
+
+
+_PLACEHOLDER: Final = re.compile(r"\$(\d+)")
+
+
+def _compact(sql: str, values: list[Any]) -> tuple[str, list[Any]]:
+    """Drop parameters bound but not used (a filter that compiled to a constant)."""
+    used = sorted({int(n) for n in _PLACEHOLDER.findall(sql)})
+    if len(used) == len(values):
+        return sql, values
+    numbers = {old: new for new, old in enumerate(used, 1)}
+    return (
+        _PLACEHOLDER.sub(lambda m: f"${numbers[int(m[1])]}", sql),
+        [values[old - 1] for old in used],
+    )
+
+
+def list_sql(resource_name: str, parent_id: str, query: ListQuery) -> tuple[str, list[Any]]:
+    """The statement and parameters of :meth:`PostgreSQLStorageTransaction.list`."""
+    params = _Params()
+    conditions = _conditions(resource_name, parent_id, query, params, live_only=False)
+    if query.keyset is not None:
+        conditions.append(_after_keyset(query.sorting, query.keyset, params))
+    sql = (
+        f"SELECT o.id, o.raw_id, o.last_modified, o.body FROM objects AS o"
+        f" WHERE {' AND '.join(conditions)}{_order_by(query.sorting, params)}"
+    )
+    if query.limit is not None:
+        sql += f" LIMIT {params(query.limit, '::bigint')}"
+    return _compact(sql, params.values)
+
+
+def count_sql(resource_name: str, parent_id: str, query: ListQuery) -> tuple[str, list[Any]]:
+    """The statement and parameters of :meth:`PostgreSQLStorageTransaction.count`."""
+    params = _Params()
+    conditions = _conditions(resource_name, parent_id, query, params, live_only=True)
+    return _compact(
+        f"SELECT count(*) FROM objects AS o WHERE {' AND '.join(conditions)}", params.values
+    )
+
+
+def _conditions(
+    resource_name: str, parent_id: str, query: ListQuery, params: _Params, *, live_only: bool
+) -> list[str]:
+    conditions = [f"o.scope = {params(scope_key(parent_id, resource_name))}"]
+    if live_only or not query.include_deleted:
+        conditions.append("NOT o.deleted")
+    if query.ids is not None:
+        keys = [object_key(parent_id, resource_name, i) for i in sorted(query.ids)]
+        conditions.append(f"o.key = ANY({params(keys, '::bytea[]')})")
+    conditions.extend(_filter(flt, params) for flt in query.filters)
+    return conditions
+
+
+def _order_by(sorting: Sequence[Sort], params: _Params) -> str:
+    terms = []
+    for sort in sorting:
+        direction = "DESC" if sort.direction < 0 else "ASC"
+        field = _field(sort.field, params)
+        if isinstance(field, _Column):
+            terms.append(f"{field.sql} {direction}")
+            continue
+        terms.append(f"{field.rank} {direction}")
+        for rank in (1, 2, 3, 4):
+            ranks = "(4, 5)" if rank == 4 else f"({rank})"
+            terms.append(
+                f"(CASE WHEN {field.rank} IN {ranks} THEN {field.value(rank)} END) {direction}"
+            )
+    return f" ORDER BY {', '.join(terms)}" if terms else ""
+
+
+def _after_keyset(sorting: Sequence[Sort], keyset: Keyset, params: _Params) -> str:
+    """SQL for ``after_keyset()``: OR over k of (fields before k equal, field k beyond)."""
+    fields = [_field(sort.field, params) for sort in sorting]
+    alternatives = []
+    for k, (sort, value) in enumerate(zip(sorting, keyset.values, strict=True)):
+        equal = [_compare(fields[i], "=", keyset.values[i], params) for i in range(k)]
+        beyond = _compare(fields[k], "<" if sort.direction < 0 else ">", value, params)
+        alternatives.append(" AND ".join([*equal, beyond]))
+    return f"({' OR '.join(f'({a})' for a in alternatives)})" if alternatives else "false"

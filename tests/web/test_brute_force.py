@@ -1,0 +1,96 @@
+"""Brute-force protection of account logins: 429 errno 117 with Retry-After, sliding window."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from tests.conftest import AppFactory
+from tests.web.test_accounts import ACCOUNTS, PASSWORD, signup, whoami
+
+GUARDED = {**ACCOUNTS, "auth": "accounts", "brute_force_max_failures": 3}
+
+
+@pytest.fixture
+async def client(make_client: AppFactory) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client(**GUARDED, brute_force_window_seconds=60) as c:
+        c.auth = None  # type: ignore[assignment]
+        yield c
+
+
+async def fail(client: httpx.AsyncClient, name: str, times: int) -> None:
+    for _ in range(times):
+        assert await whoami(client, (name, "wrong")) is None
+
+
+async def test_repeated_failures_are_refused_with_429(client: httpx.AsyncClient) -> None:
+    await signup(client, "alice")
+    await fail(client, "alice", 3)
+    response = await client.get("/v1/buckets", auth=("alice", PASSWORD))
+    assert response.status_code == 429
+    body = response.json()
+    assert body["errno"] == 117
+    assert body["error"] == "Too Many Requests"
+    assert 0 < int(response.headers["Retry-After"]) <= 60
+    assert "Retry-After" in response.headers["Access-Control-Expose-Headers"]
+
+
+async def test_a_password_verified_before_the_attack_still_works(
+    client: httpx.AsyncClient,
+) -> None:
+    await signup(client, "alice")
+    assert await whoami(client, ("alice", PASSWORD)) == "account:alice"  # cached
+    await fail(client, "alice", 5)
+    assert await whoami(client, ("alice", PASSWORD)) == "account:alice"
+
+
+async def test_failures_from_one_address_count_across_users(client: httpx.AsyncClient) -> None:
+    for name in ("alice", "bob", "carol"):
+        await signup(client, name)
+    await fail(client, "alice", 1)
+    await fail(client, "bob", 2)
+    response = await client.get("/v1/", auth=("carol", PASSWORD))
+    assert response.status_code == 429
+
+
+async def test_unknown_users_and_anonymous_requests_are_not_counted(
+    client: httpx.AsyncClient,
+) -> None:
+    await signup(client, "alice")
+    for _ in range(5):
+        assert await whoami(client, ("nobody", "x")) is None
+        assert (await client.get("/v1/")).status_code == 200
+    assert await whoami(client, ("alice", PASSWORD)) == "account:alice"
+
+
+async def test_the_window_slides(make_client: AppFactory) -> None:
+    async with make_client(**GUARDED, brute_force_window_seconds=1) as client:
+        client.auth = None  # type: ignore[assignment]
+        await signup(client, "alice")
+        await fail(client, "alice", 3)
+        response = await client.get("/v1/", auth=("alice", PASSWORD))
+        assert response.status_code == 429
+        assert response.headers["Retry-After"] == "1"
+        await asyncio.sleep(1.1)
+        assert await whoami(client, ("alice", PASSWORD)) == "account:alice"
+
+
+async def test_protection_can_be_turned_off(make_client: AppFactory) -> None:
+    async with make_client(**GUARDED, brute_force_protection=False) as client:
+        client.auth = None  # type: ignore[assignment]
+        await signup(client, "alice")
+        await fail(client, "alice", 5)
+        assert await whoami(client, ("alice", PASSWORD)) == "account:alice"
+
+
+async def test_refusal_in_a_batch_is_the_whole_answer(client: httpx.AsyncClient) -> None:
+    await signup(client, "alice")
+    await fail(client, "alice", 3)
+    response = await client.post(
+        "/v1/batch",
+        json={"requests": [{"path": "/buckets"}]},
+        auth=("alice", PASSWORD),
+    )
+    assert response.status_code == 429
