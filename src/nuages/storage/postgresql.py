@@ -39,7 +39,7 @@ import orjson
 from nuages.core.errors import BackendError, ObjectNotFound, TransactionConflict, UnicityError
 from nuages.core.filtering import compare_values, type_rank
 from nuages.core.objects import Comparison, Filter, Keyset, ListQuery, Sort
-from nuages.core.timestamps import next_timestamp, now_ms
+from nuages.core.timestamps import next_timestamp, now_ms, requested_timestamp
 from nuages.postgresql.database import PostgreSQLDatabase, PostgreSQLTransaction, digest
 
 JSONObject = dict[str, Any]
@@ -126,7 +126,7 @@ class PostgreSQLStorageTransaction:
     ) -> JSONObject:
         object_id = obj["id"]
         stored = _encode(obj)
-        requested = _requested(obj.get("last_modified"))
+        requested = requested_timestamp(obj.get("last_modified"))
         key, existing, previous = await self._lock(resource_name, parent_id, object_id)
         if existing is not None and not existing[1]:
             raise UnicityError(resource_name, object_id)
@@ -139,7 +139,7 @@ class PostgreSQLStorageTransaction:
         self, resource_name: str, parent_id: str, object_id: str, obj: Mapping[str, Any]
     ) -> JSONObject:
         stored = _encode(obj)
-        requested = _requested(obj.get("last_modified"))
+        requested = requested_timestamp(obj.get("last_modified"))
         key, existing, previous = await self._lock(resource_name, parent_id, object_id)
         ignored = existing is not None and requested is not None and requested <= existing[0]
         timestamp = await _bump(
@@ -157,7 +157,7 @@ class PostgreSQLStorageTransaction:
         *,
         last_modified: int | None = None,
     ) -> JSONObject:
-        requested = _requested(last_modified)
+        requested = requested_timestamp(last_modified)
         key, existing, previous = await self._lock(resource_name, parent_id, object_id)
         if existing is None or existing[1]:
             raise ObjectNotFound(resource_name, object_id)
@@ -270,13 +270,6 @@ def _decode(object_id: str, last_modified: int, body: str) -> JSONObject:
     obj.update(orjson.loads(body))
     obj["last_modified"] = last_modified
     return obj
-
-
-def _requested(value: Any) -> int | None:
-    """A client-supplied timestamp, if it is one (within a BIGINT)."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
-        return value
-    return None
 
 
 async def _store(
