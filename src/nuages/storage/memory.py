@@ -174,8 +174,6 @@ class MemoryStorageTransaction:
                 del self._state.timestamps[scope]
 
 
-
-
 class MemoryStorage:
     """Process-local storage; everything is lost when the process stops."""
 

@@ -216,8 +216,6 @@ def _decode(object_id: str, last_modified: int, data: str) -> JSONObject:
     return obj
 
 
-
-
 def _existing(
     conn: sqlite3.Connection, parent_id: str, resource_name: str, object_id: str
 ) -> tuple[int, int] | None:
