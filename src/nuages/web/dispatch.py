@@ -482,30 +482,38 @@ class Dispatcher:
         return WebResponse(outcome.status, None if head else outcome.body, headers)
 
     def _plural_handler(self, spec: ResourceSpec) -> Handler:
-        async def handler(req: WebRequest, params: dict[str, str], tx: Tx | None) -> WebResponse:
-            route = self._route_for(spec, plural=True)
-            body = self.parse_body(req, route)
-            user_id = await self.authenticate(req, tx)
-            service = route.service or self.service
-            write = req.method not in ("GET", "HEAD")
-            async with self.transaction(tx, write=write) as t:
-                caller = await load_caller(t.permission, user_id)
-                call = self._call(req, route, params, body, caller)
-                if route.prepare is not None:
-                    call = await route.prepare(req, call)
-                if req.method in ("GET", "HEAD"):
-                    outcome = await service.get_list(t, call, head=req.method == "HEAD")
-                elif req.method == "POST":
-                    outcome = await service.post_list(t, call)
-                else:
-                    outcome = await service.delete_list(t, call)
-            return self._resource_response(req, outcome, req.method == "HEAD")
+        async def operate(service: Service, t: Tx, call: Call, req: WebRequest) -> Outcome:
+            if req.method in ("GET", "HEAD"):
+                return await service.get_list(t, call, head=req.method == "HEAD")
+            if req.method == "POST":
+                return await service.post_list(t, call)
+            return await service.delete_list(t, call)
 
-        return handler
+        return self._resource_handler(spec, True, operate)
 
     def _object_handler(self, spec: ResourceSpec) -> Handler:
+        async def operate(service: Service, t: Tx, call: Call, req: WebRequest) -> Outcome:
+            if req.method in ("GET", "HEAD"):
+                return await service.get_object(t, call, fields=_fields(req.query))
+            if req.method == "PUT":
+                return await service.put_object(t, call)
+            if req.method == "PATCH":
+                return await service.patch_object(t, call)
+            lm = _last_modified_param(req.query)
+            return await service.delete_object(t, call, last_modified=lm)
+
+        return self._resource_handler(spec, False, operate)
+
+    def _resource_handler(
+        self,
+        spec: ResourceSpec,
+        plural: bool,
+        operate: Callable[[Service, Tx, Call, WebRequest], Awaitable[Outcome]],
+    ) -> Handler:
+        """The pipeline every resource request shares: body, auth, transaction, call."""
+
         async def handler(req: WebRequest, params: dict[str, str], tx: Tx | None) -> WebResponse:
-            route = self._route_for(spec, plural=False)
+            route = self._route_for(spec, plural=plural)
             body = self.parse_body(req, route)
             user_id = await self.authenticate(req, tx)
             service = route.service or self.service
@@ -515,16 +523,7 @@ class Dispatcher:
                 call = self._call(req, route, params, body, caller)
                 if route.prepare is not None:
                     call = await route.prepare(req, call)
-                if req.method in ("GET", "HEAD"):
-                    fields = _fields(req.query)
-                    outcome = await service.get_object(t, call, fields=fields)
-                elif req.method == "PUT":
-                    outcome = await service.put_object(t, call)
-                elif req.method == "PATCH":
-                    outcome = await service.patch_object(t, call)
-                else:
-                    lm = _last_modified_param(req.query)
-                    outcome = await service.delete_object(t, call, last_modified=lm)
+                outcome = await operate(service, t, call, req)
             return self._resource_response(req, outcome, req.method == "HEAD")
 
         return handler
