@@ -175,3 +175,24 @@ def test_the_storage_service_uses_the_same_api() -> None:
         "/buckets/{bucket}/groups",
         "/buckets/{bucket}/collections/{collection}/records",
     ]
+
+
+def test_the_public_api_is_pinned() -> None:
+    import nuages.toolkit
+
+    assert sorted(nuages.toolkit.__all__) == [
+        "AUTHENTICATED",
+        "EVERYONE",
+        "NAME_PATTERN",
+        "OWNER",
+        "Resource",
+        "Settings",
+        "UUID_PATTERN",
+        "ValidationError",
+        "create_app",
+        "generate_name",
+        "generate_uuid",
+        "now_ms",
+    ]
+    for name in nuages.toolkit.__all__:
+        assert hasattr(nuages.toolkit, name)
