@@ -7,8 +7,6 @@ listings: filters of every operator, sorting, keysets, ids, tombstones, limits.
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,15 +14,16 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests import oracle
 
-from nuages.core.filtering import get_field, sort_values
-from nuages.core.objects import MISSING, Comparison, Filter, Keyset, ListQuery, Sort
+from nuages.core.filtering import get_field
+from nuages.core.objects import MISSING, Comparison, Filter, ListQuery, Sort
 from nuages.sqlite import SQLiteDatabase
 from nuages.storage.memory import MemoryStorage
 from nuages.storage.protocol import JSONObject, Storage
 from nuages.storage.sqlite import SQLiteStorage
 
-RESOURCE = "record"
+RESOURCE = oracle.RESOURCE
 # Nested and dotted names, a literal key with a dot, keys SQLite's JSON paths cannot
 # name, a field no object has, and the two columns.
 FIELDS = ["a", "b", "a.b", "a.c", "a.b.x", "t", 'q"k', "n", "n.x", "zz", "id", "last_modified"]
@@ -71,8 +70,6 @@ objects = st.fixed_dictionaries(
 )
 object_ids = st.text(alphabet="aB_é0", min_size=1, max_size=3)
 
-_scopes = itertools.count()
-
 
 @pytest.fixture
 async def backends(tmp_path: Path) -> AsyncIterator[tuple[Storage, Storage]]:
@@ -80,31 +77,6 @@ async def backends(tmp_path: Path) -> AsyncIterator[tuple[Storage, Storage]]:
     await db.migrate()
     yield MemoryStorage(), SQLiteStorage(db)
     await db.aclose()
-
-
-async def populate(
-    data: st.DataObject, memory: Storage, sqlite: Storage
-) -> tuple[str, list[JSONObject]]:
-    """Write the same random objects (and tombstones) in a new scope of both backends."""
-    drawn = data.draw(st.lists(objects, max_size=10), label="objects")
-    ids = data.draw(st.lists(object_ids, min_size=len(drawn), max_size=len(drawn), unique=True))
-    deleted = data.draw(st.sets(st.sampled_from(ids)) if ids else st.just(set()), label="deleted")
-    parent = f"/scope/{next(_scopes)}"
-    written = []
-    async with memory.transaction(write=True) as mtx, sqlite.transaction(write=True) as stx:
-        for object_id, obj in zip(ids, drawn, strict=True):
-            created = await mtx.create(RESOURCE, parent, {**obj, "id": object_id})
-            same = {**obj, "id": object_id, "last_modified": created["last_modified"]}
-            assert await stx.create(RESOURCE, parent, same) == created
-            written.append(created)
-        for object_id in sorted(deleted):
-            tombstone = await mtx.delete(RESOURCE, parent, object_id)
-            copied = await stx.delete(
-                RESOURCE, parent, object_id, last_modified=tombstone["last_modified"]
-            )
-            assert copied == tombstone
-            written.append(tombstone)
-    return parent, written
 
 
 def draw_filter(
@@ -143,33 +115,8 @@ def draw_filter(
 
 
 def draw_query(data: st.DataObject, written: list[JSONObject]) -> ListQuery:
-    """Any listing a service may ask for: filters, sorting, keyset, ids, limit, tombstones."""
-    count = data.draw(st.integers(0, 2), label="filters")
-    filters = tuple(draw_filter(data, written) for _ in range(count))
-    fields = data.draw(st.lists(st.sampled_from(FIELDS), max_size=2), label="sort fields")
-    directions = st.sampled_from([1, -1])
-    sorting = tuple(Sort(f, data.draw(directions)) for f in fields)
-    # The service always ends with last_modified, unique in a scope: a total order.
-    sorting += (Sort("last_modified", data.draw(directions)),)
-    keyset = None
-    if written and data.draw(st.booleans(), label="keyset"):
-        after = data.draw(st.sampled_from(written))
-        keyset = Keyset(
-            tuple(
-                data.draw(st.one_of(st.just(v), values, st.just(MISSING)))
-                for v in sort_values(after, sorting)
-            )
-        )
-    ids = None
-    if data.draw(st.booleans(), label="restrict ids"):
-        ids = frozenset(data.draw(st.lists(st.sampled_from([o["id"] for o in written] + ["zz"]))))
-    return ListQuery(
-        filters=filters,
-        sorting=sorting,
-        keyset=keyset,
-        limit=data.draw(st.none() | st.integers(0, 6), label="limit"),
-        include_deleted=data.draw(st.booleans(), label="include_deleted"),
-        ids=ids,
+    return oracle.draw_query(
+        data, written, draw_filter=draw_filter, sort_fields=FIELDS, keyset_values=values
     )
 
 
@@ -186,16 +133,9 @@ async def test_sqlite_lists_and_counts_like_memory(
     backends: tuple[Storage, Storage], data: st.DataObject
 ) -> None:
     memory, sqlite = backends
-    parent, written = await populate(data, memory, sqlite)
+    parent, written = await oracle.populate(data, objects, object_ids, memory, sqlite)
     for _ in range(5):
-        query = draw_query(data, written)
-        async with memory.transaction(write=False) as mtx, sqlite.transaction(write=False) as stx:
-            assert await stx.list(RESOURCE, parent, query) == await mtx.list(
-                RESOURCE, parent, query
-            )
-            assert await stx.count(RESOURCE, parent, query) == await mtx.count(
-                RESOURCE, parent, query
-            )
+        await oracle.assert_lists_like_memory(memory, sqlite, parent, draw_query(data, written))
 
 
 # LIKE, the operator furthest from SQL, drawn more often.
@@ -224,7 +164,7 @@ async def test_string_predicates_like_memory(
     """Focus on strings, where SQL differs most from Python: U+0000, LIKE wildcards and
     case folding, code point order; and on arrays of them."""
     memory, sqlite = backends
-    parent = f"/scope/{next(_scopes)}"
+    parent = oracle.new_scope()
     written = []
     async with memory.transaction(write=True) as mtx, sqlite.transaction(write=True) as stx:
         for i, value in enumerate(strings):
@@ -234,10 +174,7 @@ async def test_string_predicates_like_memory(
     for _ in range(5):
         flt = draw_filter(data, written, ["s"], STRING_OPERATORS)
         query = ListQuery(filters=(flt,), sorting=(Sort("s", 1), Sort("last_modified", 1)))
-        async with memory.transaction(write=False) as mtx, sqlite.transaction(write=False) as stx:
-            assert await stx.list(RESOURCE, parent, query) == await mtx.list(
-                RESOURCE, parent, query
-            )
+        await oracle.assert_lists_like_memory(memory, sqlite, parent, query, count=False)
 
 
 @ORACLE
@@ -246,17 +183,6 @@ async def test_keyset_pages_reproduce_the_listing(
     backends: tuple[Storage, Storage], data: st.DataObject, limit: int
 ) -> None:
     memory, sqlite = backends
-    parent, written = await populate(data, memory, sqlite)
-    unpaged = dataclasses.replace(draw_query(data, written), keyset=None, limit=None)
-    async with memory.transaction(write=False) as mtx:
-        expected = await mtx.list(RESOURCE, parent, unpaged)
-    pages: list[JSONObject] = []
-    async with sqlite.transaction(write=False) as stx:
-        while True:
-            keyset = Keyset(sort_values(pages[-1], unpaged.sorting)) if pages else None
-            query = dataclasses.replace(unpaged, keyset=keyset, limit=limit)
-            page = await stx.list(RESOURCE, parent, query)
-            pages.extend(page)
-            if len(page) < limit:
-                break
-    assert pages == expected
+    parent, written = await oracle.populate(data, objects, object_ids, memory, sqlite)
+    query = draw_query(data, written)
+    await oracle.assert_keyset_pages_like_memory(memory, sqlite, parent, query, limit)

@@ -10,24 +10,21 @@ exact and tested).
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests import services
+from tests import oracle, services
 
-from nuages.core.filtering import get_field, sort_values
-from nuages.core.objects import MISSING, Comparison, Filter, Keyset, ListQuery, Sort
+from nuages.core.filtering import get_field
+from nuages.core.objects import MISSING, Comparison, Filter, ListQuery
 from nuages.postgresql import PostgreSQLDatabase
 from nuages.storage.memory import MemoryStorage
 from nuages.storage.postgresql import PostgreSQLStorage
 from nuages.storage.protocol import JSONObject, Storage
 
-RESOURCE = "record"
 text = st.one_of(
     st.text(alphabet="aA", max_size=3),
     st.text(alphabet="\u0130\u0131\u017f\u212aisk", max_size=3),
@@ -62,7 +59,6 @@ SORTABLE = ["b", "a.b", "id", "zz", "last_modified"]
 ORDERED = [Comparison.LT, Comparison.GT, Comparison.MIN, Comparison.MAX]
 EXACT = [Comparison.EQ, Comparison.NOT, Comparison.IN, Comparison.EXCLUDE, Comparison.HAS]
 
-_scopes = itertools.count()
 
 ORACLE = settings(
     max_examples=150,
@@ -79,29 +75,6 @@ async def backends() -> AsyncIterator[tuple[Storage, Storage]]:
     db = PostgreSQLDatabase(url, pool_size=2)
     yield MemoryStorage(), PostgreSQLStorage(db)
     await db.aclose()
-
-
-async def populate(
-    data: st.DataObject, memory: Storage, pg: Storage
-) -> tuple[str, list[JSONObject]]:
-    drawn = data.draw(st.lists(objects, max_size=10), label="objects")
-    ids = data.draw(st.lists(object_ids, min_size=len(drawn), max_size=len(drawn), unique=True))
-    deleted = data.draw(st.sets(st.sampled_from(ids)) if ids else st.just(set()), label="deleted")
-    parent = f"/scope/{next(_scopes)}"
-    written = []
-    async with memory.transaction(write=True) as mtx, pg.transaction(write=True) as ptx:
-        for object_id, obj in zip(ids, drawn, strict=True):
-            created = await mtx.create(RESOURCE, parent, {**obj, "id": object_id})
-            assert await ptx.create(RESOURCE, parent, created) == created
-            written.append(created)
-        for object_id in sorted(deleted):
-            tombstone = await mtx.delete(RESOURCE, parent, object_id)
-            copied = await ptx.delete(
-                RESOURCE, parent, object_id, last_modified=tombstone["last_modified"]
-            )
-            assert copied == tombstone
-            written.append(tombstone)
-    return parent, written
 
 
 def draw_filter(data: st.DataObject, written: list[JSONObject]) -> Filter:
@@ -145,30 +118,8 @@ def draw_filter(data: st.DataObject, written: list[JSONObject]) -> Filter:
 
 
 def draw_query(data: st.DataObject, written: list[JSONObject]) -> ListQuery:
-    filters = tuple(draw_filter(data, written) for _ in range(data.draw(st.integers(0, 2))))
-    fields = data.draw(st.lists(st.sampled_from(SORTABLE[:-1]), max_size=2), label="sort")
-    directions = st.sampled_from([1, -1])
-    sorting = tuple(Sort(f, data.draw(directions)) for f in fields)
-    sorting += (Sort("last_modified", data.draw(directions)),)
-    keyset = None
-    if written and data.draw(st.booleans(), label="keyset"):
-        after = data.draw(st.sampled_from(written))
-        keyset = Keyset(
-            tuple(
-                data.draw(st.one_of(st.just(v), scalars, st.just(MISSING)))
-                for v in sort_values(after, sorting)
-            )
-        )
-    ids = None
-    if data.draw(st.booleans(), label="restrict ids"):
-        ids = frozenset(data.draw(st.lists(st.sampled_from([o["id"] for o in written] + ["zz"]))))
-    return ListQuery(
-        filters=filters,
-        sorting=sorting,
-        keyset=keyset,
-        limit=data.draw(st.none() | st.integers(0, 6), label="limit"),
-        include_deleted=data.draw(st.booleans(), label="include_deleted"),
-        ids=ids,
+    return oracle.draw_query(
+        data, written, draw_filter=draw_filter, sort_fields=SORTABLE[:-1], keyset_values=scalars
     )
 
 
@@ -178,16 +129,9 @@ async def test_postgresql_lists_and_counts_like_memory(
     backends: tuple[Storage, Storage], data: st.DataObject
 ) -> None:
     memory, pg = backends
-    parent, written = await populate(data, memory, pg)
+    parent, written = await oracle.populate(data, objects, object_ids, memory, pg)
     for _ in range(5):
-        query = draw_query(data, written)
-        async with memory.transaction(write=False) as mtx, pg.transaction(write=False) as ptx:
-            assert await ptx.list(RESOURCE, parent, query) == await mtx.list(
-                RESOURCE, parent, query
-            )
-            assert await ptx.count(RESOURCE, parent, query) == await mtx.count(
-                RESOURCE, parent, query
-            )
+        await oracle.assert_lists_like_memory(memory, pg, parent, draw_query(data, written))
 
 
 @ORACLE
@@ -196,18 +140,6 @@ async def test_postgresql_keyset_pages_reproduce_the_listing(
     backends: tuple[Storage, Storage], data: st.DataObject, limit: int
 ) -> None:
     memory, pg = backends
-    parent, written = await populate(data, memory, pg)
-    unpaged = dataclasses.replace(draw_query(data, written), keyset=None, limit=None)
-    async with memory.transaction(write=False) as mtx:
-        expected = await mtx.list(RESOURCE, parent, unpaged)
-    pages: list[JSONObject] = []
-    async with pg.transaction(write=False) as ptx:
-        while True:
-            keyset = Keyset(sort_values(pages[-1], unpaged.sorting)) if pages else None
-            page = await ptx.list(
-                RESOURCE, parent, dataclasses.replace(unpaged, keyset=keyset, limit=limit)
-            )
-            pages.extend(page)
-            if len(page) < limit:
-                break
-    assert pages == expected
+    parent, written = await oracle.populate(data, objects, object_ids, memory, pg)
+    query = draw_query(data, written)
+    await oracle.assert_keyset_pages_like_memory(memory, pg, parent, query, limit)
