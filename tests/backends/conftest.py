@@ -37,11 +37,17 @@ async def _postgresql() -> PostgreSQLDatabase:
     return PostgreSQLDatabase(url, pool_size=4, timeout=10)
 
 
+async def _sqlite(path: Path) -> SQLiteDatabase:
+    """A migrated database in a new file."""
+    db = SQLiteDatabase(path)
+    await db.migrate()
+    return db
+
+
 @pytest.fixture
 async def sqlite_db(tmp_path: Path) -> AsyncIterator[SQLiteDatabase]:
     """A migrated database in a new file."""
-    db = SQLiteDatabase(tmp_path / "nuages.db")
-    await db.migrate()
+    db = await _sqlite(tmp_path / "nuages.db")
     yield db
     await db.aclose()
 
@@ -54,9 +60,7 @@ async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     elif request.param == "postgresql":
         backend = PostgreSQLStorage(await _postgresql())
     else:
-        db = SQLiteDatabase(tmp_path / "storage.db")
-        await db.migrate()
-        backend = SQLiteStorage(db)
+        backend = SQLiteStorage(await _sqlite(tmp_path / "storage.db"))
     yield backend
     await backend.aclose()
 
@@ -69,9 +73,7 @@ async def permission(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
     elif request.param == "postgresql":
         backend = PostgreSQLPermission(await _postgresql())
     else:
-        db = SQLiteDatabase(tmp_path / "permission.db")
-        await db.migrate()
-        backend = SQLitePermission(db)
+        backend = SQLitePermission(await _sqlite(tmp_path / "permission.db"))
     yield backend
     await backend.aclose()
 
@@ -88,8 +90,6 @@ async def cache(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         backend = RedisCache(services.REDIS_URL, prefix=f"nuages-test-{os.getpid()}:")
         await backend.flush()
     else:
-        db = SQLiteDatabase(tmp_path / "cache.db")
-        await db.migrate()
-        backend = SQLiteCache(db)
+        backend = SQLiteCache(await _sqlite(tmp_path / "cache.db"))
     yield backend
     await backend.aclose()
