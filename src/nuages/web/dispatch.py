@@ -86,10 +86,6 @@ def _compile(template: str) -> re.Pattern[str]:
     return re.compile(f"^{regex}$")
 
 
-class JSONBodyError(Exception):
-    pass
-
-
 def json_depth_ok(value: Any, limit: int) -> bool:
     """Whether nesting stays within `limit` levels (iterative: deep input cannot blow the stack)."""
     stack = [(value, 1)]

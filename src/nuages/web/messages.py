@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from nuages.core import errors
-from nuages.web.errors import INVALID_PARAMETERS, envelope, from_error
+from nuages.web.errors import envelope, from_error
 
 _ABSENT = object()
 
@@ -81,7 +81,6 @@ def plain_error(status: int, errno: int, message: str | None, **kwargs: Any) -> 
 
 
 __all__ = [
-    "INVALID_PARAMETERS",
     "WebRequest",
     "WebResponse",
     "error_response",
