@@ -128,10 +128,10 @@ class ResourceSpec:
     def _validator(self) -> Any:
         return None if self.schema is None else jsonschema_rs.validator_for(dict(self.schema))
 
-    @property
+    @functools.cached_property
     def owned(self) -> bool:
-        """Whether objects belong to the authenticated user (the parent is :data:`OWNER`)."""
-        return self.parent is OWNER
+        """Whether objects belong to the authenticated user: :data:`OWNER` roots the chain."""
+        return self.chain()[0] is OWNER
 
     def prepare(
         self, new: JSONObject, old: JSONObject | None, *, sent: Mapping[str, Any], given: bool

@@ -125,7 +125,7 @@ class Service:
         self, tx: Tx, call: Call, perm: str, uris: Mapping[str, str], *, setting: str | None = None
     ) -> bool:
         """Whether the caller holds ``<resource>:<perm>`` on the object whose chain is `uris`."""
-        if call.spec.chain()[0] is OWNER:
+        if call.spec.owned:
             return self._is_owner(call)
         key = f"{call.spec.name}:{perm}"
         if self._granted_by_settings(call, key, setting or perm.split(":")[0]):
@@ -175,7 +175,7 @@ class Service:
     async def _allowed_on_parent(self, tx: Tx, call: Call, perm: str) -> bool:
         """``read`` / ``write`` of the parent (list access); settings keyed by the request type."""
         spec = call.spec
-        if spec.chain()[0] is OWNER:
+        if spec.owned:
             return self._is_owner(call)
         if spec.parent is None:
             return intersects(
@@ -275,7 +275,7 @@ class Service:
     async def _write_permissions(
         self, tx: Tx, call: Call, uri: str, replace: Mapping[str, Any] | None
     ) -> dict[str, set[str]]:
-        if call.spec.chain()[0] is OWNER:
+        if call.spec.owned:
             return {}  # owned objects have no ACL: their owner may do anything
         if replace is not None:
             await tx.permission.replace_object_permissions(

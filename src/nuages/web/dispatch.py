@@ -436,7 +436,7 @@ class Dispatcher:
     ) -> Call:
         assert route.spec is not None
         object_id = params.pop("id", None)
-        if route.spec.chain()[0] is OWNER:
+        if route.spec.owned:
             # The owner's scope is the caller's own: there is no URL segment for it.
             if caller.user_id is None:
                 raise errors.Unauthorized()
