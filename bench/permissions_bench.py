@@ -68,7 +68,7 @@ async def main(backend: str, objects: int, repeat: int) -> None:
         url = "memory://" if backend == "memory" else f"sqlite:///{Path(tmp) / 'bench.db'}"
         settings = Settings.load(env={}, storage_url=url, experimental_permissions_endpoint=True)
         app = create_app(settings, migrate=True)
-        async with app.router.lifespan_context(app):
+        async with app.lifespan_context():
             start = time.perf_counter()
             await fill(app, objects)
             print(f"fill {objects} records ({backend}): {time.perf_counter() - start:.1f} s")

@@ -60,11 +60,15 @@ def make_client(backend: str, tmp_path: Path) -> AppFactory:
 
     @asynccontextmanager
     async def factory(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-        values: dict[str, Any] = {"storage_url": await _storage_url(backend, tmp_path)}
+        # No access log unless a test asks (tests/web/test_access_log.py).
+        values: dict[str, Any] = {
+            "storage_url": await _storage_url(backend, tmp_path),
+            "log_level": "warning",
+        }
         values.update(overrides)
         settings = Settings.load(env={}, **values)
         app = create_app(settings, migrate=True)
-        async with app.router.lifespan_context(app):
+        async with app.lifespan_context():
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://testserver", auth=ALICE

@@ -22,6 +22,7 @@ from click.testing import CliRunner, Result
 import nuages
 from nuages import cli
 from nuages.settings import Settings, iter_settings
+from nuages.web.server import HttpProtocol
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 BEGIN = "<!-- BEGIN GENERATED REFERENCE: python tests/test_cli.py -->"
@@ -160,6 +161,8 @@ def test_serve_runs_uvicorn_with_the_app(
         "log_level": "info",
         "proxy_headers": True,
         "server_header": False,
+        "access_log": False,  # Nuages writes its own (nuages.web.accesslog)
+        "http": HttpProtocol,  # each response in one write (nuages.web.server)
         "workers": 1,
     }
     assert fake_web_app[0].storage_url == "memory://"

@@ -41,7 +41,7 @@ def whoami(env: dict[str, str], auth: tuple[str, str]) -> str | None:
 
 async def _whoami(env: dict[str, str], auth: tuple[str, str]) -> str | None:
     app = create_app(Settings.load(env=env))
-    async with app.router.lifespan_context(app):
+    async with app.lifespan_context():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             accounts = await client.get("/v1/accounts", auth=auth)

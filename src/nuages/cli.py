@@ -128,6 +128,10 @@ def serve(
         # write (Next-Page, redirects) use the client's scheme and host.
         "proxy_headers": True,
         "server_header": False,
+        # Nuages writes its own access log (nuages.web.accesslog), cheaper than uvicorn's.
+        "access_log": False,
+        # uvicorn's httptools protocol, sending each response in one write (nuages.web.server).
+        "http": _http_protocol(),
         # Always explicit: left to None, uvicorn would read $WEB_CONCURRENCY behind our back.
         "workers": settings.workers,
     }
@@ -139,6 +143,14 @@ def serve(
     os.environ.update(_worker_environment(config_file, overrides, app_spec))
     target = _DEFAULT_APP_FACTORY if app_spec is None else _CUSTOM_APP_FACTORY
     uvicorn.run(target, factory=True, **options)
+
+
+def _http_protocol() -> Any:
+    try:
+        from nuages.web.server import HttpProtocol
+    except ImportError:  # uvicorn without httptools: its own choice
+        return "auto"
+    return HttpProtocol
 
 
 def _worker_environment(

@@ -28,8 +28,7 @@ same API (:mod:`nuages.api`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-
-from starlette.applications import Starlette
+from typing import TYPE_CHECKING
 
 from nuages.core.authorization import AUTHENTICATED, EVERYONE, PermissionTree
 from nuages.core.errors import ValidationError
@@ -44,6 +43,9 @@ from nuages.core.resource import ResourceSpec as Resource
 from nuages.core.timestamps import now_ms
 from nuages.settings import Settings
 
+if TYPE_CHECKING:
+    from nuages.web.app import App
+
 
 def create_app(
     resources: Sequence[Resource],
@@ -51,7 +53,7 @@ def create_app(
     *,
     permission_tree: Mapping[str, Mapping[str, tuple[str, ...]]] | None = None,
     migrate: bool = False,
-) -> Starlette:
+) -> App:
     """An ASGI app serving `resources` under ``/v1`` with the whole protocol.
 
     `settings` default to :meth:`Settings.load` (environment and ``NUAGES_CONFIG``).

@@ -55,7 +55,7 @@ async def test_unmigrated_and_newer_schemas_are_refused(empty_db: PostgreSQLData
 async def test_the_app_refuses_an_unmigrated_database(empty_db: PostgreSQLDatabase) -> None:
     app = create_app(Settings.load(env={}, storage_url=empty_db.dsn))
     with pytest.raises(BackendError, match="nuages migrate"):
-        async with app.router.lifespan_context(app):
+        async with app.lifespan_context():
             pass
 
 
@@ -94,7 +94,7 @@ async def test_nul_characters_and_long_ids_are_stored_exactly() -> None:
     url = await services.create_database()
     await services.empty_database(url)
     app = create_app(Settings.load(env={}, storage_url=url), migrate=True)
-    async with app.router.lifespan_context(app):
+    async with app.lifespan_context():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://t", auth=ALICE

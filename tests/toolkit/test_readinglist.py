@@ -24,7 +24,7 @@ async def client(backend: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClien
     url = "memory://" if backend == "memory" else f"sqlite:///{tmp_path / 'readinglist.db'}"
     settings = Settings.load(env={}, storage_url=url)
     app = readinglist.create_app([readinglist.ARTICLE], settings, migrate=True)
-    async with app.router.lifespan_context(app):
+    async with app.lifespan_context():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://testserver", auth=ALICE

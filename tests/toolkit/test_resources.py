@@ -43,7 +43,7 @@ THING = Resource(
 async def client(backend: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     url = "memory://" if backend == "memory" else f"sqlite:///{tmp_path / 'toolkit.db'}"
     app = create_app([THING], Settings.load(env={}, storage_url=url), migrate=True)
-    async with app.router.lifespan_context(app):
+    async with app.lifespan_context():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://testserver", auth=ALICE

@@ -1,17 +1,14 @@
-"""The ASGI application: Starlette for the server plumbing, the dispatcher for the protocol."""
+"""The ASGI application: plain ASGI for the server plumbing, the dispatcher for the protocol."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
-
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from nuages import backends as backends_mod
 from nuages.api import PERMISSION_TREE, RESOURCES
@@ -21,13 +18,19 @@ from nuages.core.service import Service, ServiceConfig
 from nuages.plugins import install_plugins
 from nuages.settings import Settings
 from nuages.web import errors as werr
+from nuages.web.accesslog import AccessLog
 from nuages.web.dispatch import Dispatcher
 from nuages.web.messages import WebRequest, WebResponse, plain_error
 from nuages.web.utility import Utility
 
 log = logging.getLogger("nuages")
 
-ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
+# The ASGI interface (asgiref's names).
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
 QUERY_ENCODING_ERROR = (
     "A request with an incorrect encoding in the querystring was received. "
     "Please make sure your requests are encoded in UTF-8"
@@ -62,26 +65,204 @@ def build_dispatcher(
     return dispatcher
 
 
-async def _read_body(request: Request, limit: int) -> bytes | None:
+class _Disconnected(Exception):
+    """The client went away before its request body arrived."""
+
+
+async def _read_body(receive: Receive, limit: int, declared: str | None) -> bytes | None:
     """The body, or None when it exceeds `limit` bytes (read no further than that)."""
-    declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return None
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected()
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _to_response(response: WebResponse) -> Response:
+async def _stream_body(receive: Receive) -> AsyncIterator[bytes]:
+    """The body as it arrives, for handlers that bound it themselves (uploads)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected()
+        if chunk := message.get("body", b""):
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def _send_response(send: Send, response: WebResponse, head: bool) -> None:
     body = response.body_bytes()
-    headers = dict(response.headers)
-    if body or response.status not in (204, 304):
-        headers.setdefault("Content-Type", "application/json")
-    return Response(body, status_code=response.status, headers=headers)
+    headers = [
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
+    ]
+    status = response.status
+    if status >= 200 and status not in (204, 304):
+        if (body or not head) and "Content-Type" not in response.headers:
+            headers.append((b"content-type", b"application/json"))
+        headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    # ASGI servers give lower-case names (the spec asks them to); be safe with others.
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+class App:
+    """The ASGI application: each HTTP request becomes a :class:`WebRequest` for the
+    dispatcher; the lifespan checks (or, with `migrate`, creates) the schemas at start-up
+    and closes the backends at shutdown. No framework in between: the dispatcher does the
+    routing, and this is the whole server plumbing."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        dispatcher: Dispatcher,
+        backends: backends_mod.Backends,
+        *,
+        migrate: bool,
+    ) -> None:
+        self.settings = settings
+        self.dispatcher = dispatcher
+        self.backends = backends
+        self.migrate = migrate
+        self.state = SimpleNamespace(settings=settings, dispatcher=dispatcher, backends=backends)
+        self.access_log = AccessLog() if settings.log_level in ("debug", "info") else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1000})
+
+    # -- lifespan ------------------------------------------------------------------------
+    @asynccontextmanager
+    async def lifespan_context(self) -> AsyncIterator[None]:
+        """Start-up and shutdown around a block: what the ASGI server does around serving."""
+        if self.migrate:
+            for db in self.backends.databases:
+                await db.migrate()
+        try:
+            await backends_mod.check(self.backends)
+            yield
+        finally:
+            await self.backends.aclose()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        context = self.lifespan_context()
+        try:
+            await context.__aenter__()
+        except Exception as exc:
+            log.error("start-up failed: %s", exc)
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        try:
+            await context.__aexit__(None, None, None)
+        except Exception as exc:
+            await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
+            return
+        await send({"type": "lifespan.shutdown.complete"})
+
+    # -- HTTP ----------------------------------------------------------------------------
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        method = scope["method"]
+        try:
+            response = await self._respond(scope, receive)
+        except _Disconnected:
+            return
+        except Exception:  # our bug: answer like the dispatcher does
+            log.exception("unhandled error on %s %s", method, scope.get("path"))
+            response = self._early(scope, plain_error(500, werr.UNDEFINED, werr.MESSAGES[500]))
+        await _send_response(send, response, method == "HEAD")
+        if self.access_log is not None:
+            client = scope.get("client")
+            self.access_log.record(
+                method, scope["path"], response.status, started, client[0] if client else None
+            )
+
+    def _early(self, scope: Scope, response: WebResponse) -> WebResponse:
+        """A response decided before the dispatcher: still gets security/CORS headers."""
+        request = WebRequest(scope["method"], "", [], _headers(scope))
+        self.dispatcher._finish(request, None, response)
+        return response
+
+    async def _respond(self, scope: Scope, receive: Receive) -> WebResponse:
+        settings = self.settings
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        try:
+            path = unquote_to_bytes(raw_path).decode() if b"%" in raw_path else raw_path.decode()
+        except UnicodeDecodeError:
+            # Kinto's plain http_error: the message alone, no details (protocol/08 §1).
+            error = plain_error(
+                400, werr.INVALID_PARAMETERS, "Invalid URL path.", error="Bad Request"
+            )
+            return self._early(scope, error)
+        path = path.split("?", 1)[0]
+        query_string = scope["query_string"]
+        try:
+            query = (
+                parse_qsl(
+                    query_string.decode("latin-1"),
+                    keep_blank_values=True,
+                    encoding="utf-8",
+                    errors="strict",
+                )
+                if query_string
+                else []
+            )
+        except UnicodeDecodeError:
+            error = plain_error(
+                400, werr.INVALID_PARAMETERS, QUERY_ENCODING_ERROR, error="Bad Request"
+            )
+            return self._early(scope, error)
+        headers = _headers(scope)
+        stream = None
+        if "multipart/form-data" in headers.get("content-type", "").lower():
+            # An upload (attachments): the handler reads and bounds the body as it arrives.
+            route = self.dispatcher._route_of(path)
+            if route is not None and getattr(route.handler, "streams_body", False):
+                stream = _stream_body(receive)
+        limit = settings.max_request_body_bytes
+        if stream is not None:
+            body: bytes | None = b""
+        else:
+            body = await _read_body(receive, limit, headers.get("content-length"))
+        if body is None:
+            error = plain_error(
+                413, werr.REQUEST_TOO_LARGE, f"Request body is larger than {limit} bytes"
+            )
+            return self._early(scope, error)
+        client = scope.get("client")
+        web_request = WebRequest(
+            method=scope["method"],
+            path=path,
+            query=query,
+            headers=headers,
+            body=body,
+            base_url=f"{scope.get('scheme', 'http')}://{headers.get('host') or 'localhost'}",
+            client=client[0] if client else None,
+            stream=stream,
+        )
+        return await self.dispatcher.handle(web_request)
 
 
 def create_app(
@@ -90,7 +271,7 @@ def create_app(
     resources: Sequence[ResourceSpec] = RESOURCES,
     tree: PermissionTree = PERMISSION_TREE,
     migrate: bool = False,
-) -> Starlette:
+) -> App:
     """An ASGI app serving `resources` (by default Kinto's buckets, collections, groups and
     records with their permission tree). With `migrate`, the schema is created at start-up
     (tests, demos); otherwise a server refuses an unmigrated database."""
@@ -98,78 +279,9 @@ def create_app(
     backends = backends_mod.open_backends(settings)
     dispatcher = build_dispatcher(settings, backends, resources, tree)
 
-    def early(request: Request, response: WebResponse) -> Response:
-        """A response decided before the dispatcher: still gets security/CORS headers."""
-        headers = {
-            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]
-        }
-        dispatcher._finish(WebRequest(request.method, "", [], headers), None, response)
-        return _to_response(response)
-
-    async def endpoint(request: Request) -> Response:
-        scope = request.scope
-        try:
-            path = unquote_to_bytes(scope.get("raw_path") or scope["path"].encode()).decode()
-        except UnicodeDecodeError:
-            # Kinto's plain http_error: the message alone, no details (protocol/08 §1).
-            return early(
-                request,
-                plain_error(400, werr.INVALID_PARAMETERS, "Invalid URL path.", error="Bad Request"),
-            )
-        path = path.split("?", 1)[0]
-        try:
-            query = parse_qsl(
-                scope["query_string"].decode("latin-1"),
-                keep_blank_values=True,
-                encoding="utf-8",
-                errors="strict",
-            )
-        except UnicodeDecodeError:
-            return early(
-                request,
-                plain_error(
-                    400, werr.INVALID_PARAMETERS, QUERY_ENCODING_ERROR, error="Bad Request"
-                ),
-            )
-        body = await _read_body(request, settings.max_request_body_bytes)
-        if body is None:
-            limit = settings.max_request_body_bytes
-            response = plain_error(
-                413, werr.REQUEST_TOO_LARGE, f"Request body is larger than {limit} bytes"
-            )
-            return early(request, response)
-        host = request.headers.get("host") or "localhost"
-        web_request = WebRequest(
-            method=request.method,
-            path=path,
-            query=query,
-            headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
-            body=body,
-            base_url=f"{scope.get('scheme', 'http')}://{host}",
-            client=request.client.host if request.client else None,
-        )
-        return _to_response(await dispatcher.handle(web_request))
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        if migrate:
-            for db in backends.databases:
-                await db.migrate()
-        await backends_mod.check(backends)
-        try:
-            yield {}
-        finally:
-            await backends.aclose()
-
-    app = Starlette(
-        routes=[Route("/{path:path}", endpoint, methods=ALL_METHODS)], lifespan=lifespan
-    )
-    app.state.settings = settings
-    app.state.dispatcher = dispatcher
-    app.state.backends = backends
-    return app
+    return App(settings, dispatcher, backends, migrate=migrate)
 
 
-def create_app_from_env() -> Starlette:
+def create_app_from_env() -> App:
     """Factory for ``uvicorn --factory`` and multi-worker serving: settings from the environment."""
     return create_app(Settings.load())

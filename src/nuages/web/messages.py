@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import email.utils
-from collections.abc import Mapping
+import time
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,8 @@ class WebRequest:
     body: bytes = b""
     base_url: str = "http://localhost"  # scheme://host[:port]
     client: str | None = None
+    # The unread body, for a route whose handler has ``streams_body`` (then `body` is b"").
+    stream: AsyncIterator[bytes] | None = None
 
 
 @dataclass(slots=True)
@@ -41,8 +43,17 @@ class WebResponse:
         return orjson.dumps(self.data)
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def http_date(timestamp_ms: int) -> str:
-    return email.utils.formatdate(timestamp_ms / 1000, usegmt=True)
+    """RFC 9110 date (``Sun, 29 Nov 2026 08:00:00 GMT``), whatever the locale."""
+    t = time.gmtime(timestamp_ms // 1000)
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+    )
 
 
 def etag_headers(timestamp: int | None) -> dict[str, str]:
