@@ -10,7 +10,6 @@ where a level is a resource name of the object's chain (protocol/06 §3)::
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ ANONYMOUS = Caller(None, (EVERYONE,))
 
 def basicauth_userid(secret: str, credentials: str) -> str:
     """``basicauth:`` + hex HMAC-SHA256 of ``"user:password"`` (protocol/06 §1)."""
-    digest = hmac.new(secret.encode(), credentials.encode(), hashlib.sha256).hexdigest()
+    digest = hmac.digest(secret.encode(), credentials.encode(), "sha256").hex()
     return f"basicauth:{digest}"
 
 
@@ -54,8 +53,7 @@ async def load_caller(permission: PermissionTransaction, user_id: str | None) ->
     if user_id is None:
         return ANONYMOUS
     principals = [user_id, EVERYONE, AUTHENTICATED]
-    groups = await permission.get_user_principals(user_id)
-    groups |= await permission.get_user_principals(AUTHENTICATED)
+    groups = await permission.get_user_principals(user_id, AUTHENTICATED)
     principals.extend(sorted(groups - set(principals)))
     return Caller(user_id, tuple(principals))
 

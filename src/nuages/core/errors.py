@@ -21,6 +21,7 @@ The web layer maps each family to a status and an errno in exactly one table
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,7 +144,28 @@ class ConflictError(Error):
 
 class TransactionConflict(ConflictError):
     """A concurrent transaction changed what this one had read (PostgreSQL, several
-    processes): the request is rerun from the start, which then sees the change."""
+    processes), or a backend gave up a shortcut (SQLite statements run on the event loop
+    that took too long): nothing was committed, and the request is rerun from the start."""
+
+
+@dataclass
+class Attempt:
+    """One run of work that its caller reruns from the start when it raises
+    :class:`TransactionConflict` (the web dispatcher does, for every request and batch).
+
+    Backends read it through :data:`CURRENT_ATTEMPT`: while ``last`` is false they may take
+    an optimistic shortcut that can end in a conflict; setting ``careful`` asks the reruns
+    to do without the shortcut. ``scope`` names the scope a write request writes in (the
+    path of its plural endpoint, e.g. ``/v1/buckets/b/collections/c/records``): backends may
+    commit concurrent writes of one scope together."""
+
+    last: bool
+    careful: bool = False
+    scope: str | None = None
+
+
+CURRENT_ATTEMPT: ContextVar[Attempt | None] = ContextVar("nuages_attempt", default=None)
+"""The :class:`Attempt` being run in this context; ``None`` when nobody would rerun it."""
 
 
 class QuotaExceeded(Error):

@@ -9,7 +9,7 @@ validation → existence → 304 → 412 → write.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,9 +115,10 @@ class Service:
 
     @asynccontextmanager
     async def transaction(self, *, write: bool) -> AsyncIterator[Tx]:
-        async with AsyncExitStack() as stack:
-            st = await stack.enter_async_context(self.storage.transaction(write=write))
-            pt = await stack.enter_async_context(self.permission.transaction(write=write))
+        async with (
+            self.storage.transaction(write=write) as st,
+            self.permission.transaction(write=write) as pt,
+        ):
             yield Tx(st, pt, write)
 
     # -- authorization --------------------------------------------------------

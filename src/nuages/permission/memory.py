@@ -102,8 +102,11 @@ class MemoryPermissionTransaction:
                     result.setdefault(uri, set()).add(perm)
         return result
 
-    async def get_user_principals(self, user_id: str) -> set[str]:
-        return set(self._state.user_principals.get(user_id, set()))
+    async def get_user_principals(self, *user_ids: str) -> set[str]:
+        found: set[str] = set()
+        for user_id in user_ids:
+            found |= self._state.user_principals.get(user_id, set())
+        return found
 
     async def add_user_principal(self, user_id: str, principal: str) -> None:
         self._remember_user(user_id)

@@ -116,11 +116,14 @@ class PostgreSQLPermissionTransaction:
             accessible[uri].add(permission)
         return dict(accessible)
 
-    async def get_user_principals(self, user_id: str) -> set[str]:
+    async def get_user_principals(self, *user_ids: str) -> set[str]:
+        if not user_ids:
+            return set()
         rows = await self._tx.fetch(
             "SELECT principal FROM user_principals"
-            " WHERE left(user_id, 200) = left($1, 200) AND user_id = $1",
-            user_id,
+            " WHERE left(user_id, 200) = ANY($1::text[]) AND user_id = ANY($2::text[])",
+            [user_id[:200] for user_id in user_ids],  # left() counts characters, as Python
+            list(user_ids),
         )
         return {principal for (principal,) in rows}
 

@@ -76,7 +76,9 @@ class SQLitePermissionTransaction:
         params = SQLParams()
         matching = " OR ".join(_uri_matches(pattern, params) for pattern in uri_patterns)
         sql = f"DELETE FROM access_control_entries WHERE {matching}"
-        await self._tx.run(lambda conn: conn.execute(sql, params.values))
+        # A pattern (a deleted bucket's "/buckets/b/*") may match many entries.
+        heavy = any("*" in pattern for pattern in uri_patterns)
+        await self._tx.run(lambda conn: conn.execute(sql, params.values), heavy=heavy)
 
     async def check_permission(
         self, principals: Iterable[str], bound_permissions: Iterable[BoundPermission]
@@ -117,12 +119,12 @@ class SQLitePermissionTransaction:
             accessible[uri].add(permission)
         return dict(accessible)
 
-    async def get_user_principals(self, user_id: str) -> set[str]:
-        rows = await self._tx.run(
-            lambda conn: conn.execute(
-                "SELECT principal FROM user_principals WHERE user_id = ?", (user_id,)
-            ).fetchall()
-        )
+    async def get_user_principals(self, *user_ids: str) -> set[str]:
+        if not user_ids:
+            return set()
+        marks = ", ".join("?" * len(user_ids))
+        sql = f"SELECT principal FROM user_principals WHERE user_id IN ({marks})"
+        rows = await self._tx.run(lambda conn: conn.execute(sql, user_ids).fetchall())
         return {principal for (principal,) in rows}
 
     async def add_user_principal(self, user_id: str, principal: str) -> None:
@@ -177,7 +179,7 @@ class SQLitePermission:
             conn.execute("DELETE FROM access_control_entries")
             conn.execute("DELETE FROM user_principals")
 
-        await self.db.run_write(flush)
+        await self.db.run_write(flush, heavy=True)
 
     async def aclose(self) -> None:
         await self.db.aclose()

@@ -16,6 +16,17 @@ Isolation
     concurrent transaction changed an object it had read raises
     :class:`~nuages.core.errors.TransactionConflict`, and the request is rerun.
 
+Group commit
+    A commit waits for PostgreSQL to flush its log to disk, and a write holds its scope's
+    lock until then (:mod:`nuages.storage.postgresql`): one scope would take one write per
+    flush. So the write requests of one scope in one process (the dispatcher names the
+    scope in :data:`~nuages.core.errors.CURRENT_ATTEMPT`) share one transaction, in a
+    *lane* per scope: they run one after the other on one connection, each after the first
+    in a savepoint that its failure rolls back alone, and one ``COMMIT`` ends the group —
+    made by a task queued behind the requests already waiting. A request is answered once
+    its group is committed; at most :data:`MAX_GROUP` share a commit. Other writes (a
+    batch, work outside a request) have a transaction of their own.
+
 Transactions and joining
     As in :mod:`nuages.sqlite.database`: the open transaction lives in a context variable,
     so the storage and permission backends of one request share one transaction (one
@@ -37,12 +48,16 @@ from typing import Any, Final, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 
-from nuages.core.errors import BackendError, Error
+from nuages.core.errors import CURRENT_ATTEMPT, BackendError, Error
 
 T = TypeVar("T")
 
 CURRENT_SCHEMA_VERSION: Final = 1
 """Schema version this Nuages writes and expects (``schema.sql`` + ``migrations/``)."""
+
+# Members of one group commit: more subtransactions than PostgreSQL caches per transaction
+# (64) would slow down every snapshot of the server.
+MAX_GROUP: Final = 32
 
 # pg_advisory_xact_lock key serialising concurrent `nuages migrate` runs ("nuages" in ASCII).
 _MIGRATION_LOCK: Final = 0x6E7561676573
@@ -72,6 +87,16 @@ def _discard(conn: Any) -> None:
     # InterfaceError: already released (asyncpg detaches a connection that was lost).
     with contextlib.suppress(asyncpg.InterfaceError):
         conn.terminate()
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether the connection is in an unknown state after `exc` (not just a failed
+    statement): anything but an error the server answered, or a server error of the
+    connection, operator-intervention, resource, system or internal classes."""
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", None) or ""
+        return state.startswith(("08", "53", "57", "58", "XX"))
+    return True
 
 
 def _backend_error(exc: BaseException) -> BackendError:
@@ -106,7 +131,9 @@ class PostgreSQLTransaction:
 
             raise TransactionConflict() from exc
         except _UNAVAILABLE as exc:
-            self.broken = True
+            # A statement the server refused leaves the connection usable (a savepoint or
+            # the transaction's rollback recovers); a lost connection does not.
+            self.broken = self.broken or _connection_lost(exc)
             raise _backend_error(exc) from exc
         except BaseException:
             self.broken = True  # cancelled mid-statement
@@ -125,6 +152,30 @@ class PostgreSQLTransaction:
         return await self._call(self.conn.execute, sql, *args)
 
 
+class _Group:
+    """Write transactions of one scope sharing one PostgreSQL transaction (module docs)."""
+
+    def __init__(self, pool: Any, conn: Any, pg_tx: Any) -> None:
+        self.pool = pool
+        self.conn = conn
+        self.pg_tx = pg_tx
+        self.ran = 0  # members whose statements ran (the first has no savepoint)
+        self.members: list[asyncio.Future[None]] = []  # succeeded, waiting for the commit
+        self.failed = False  # cannot commit: rolled back, or the connection is unusable
+        self.broken = False  # the connection's state is unknown: discard it
+        self.ended = False
+        self.committer: asyncio.Task[None] | None = None
+
+
+class _Lane:
+    """The write requests of one scope in this process, one at a time."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.group: _Group | None = None
+        self.users = 0
+
+
 class PostgreSQLDatabase:
     """A PostgreSQL database reached through an asyncpg pool (module docs)."""
 
@@ -139,6 +190,7 @@ class PostgreSQLDatabase:
         self._current: contextvars.ContextVar[PostgreSQLTransaction | None] = (
             contextvars.ContextVar("nuages_postgresql_transaction", default=None)
         )
+        self._lanes: dict[str, _Lane] = {}
 
     @property
     def name(self) -> str:
@@ -218,6 +270,11 @@ class PostgreSQLDatabase:
 
     @asynccontextmanager
     async def _outermost(self, *, write: bool) -> AsyncIterator[PostgreSQLTransaction]:
+        attempt = CURRENT_ATTEMPT.get()
+        if write and attempt is not None and attempt.scope is not None:
+            async with self._grouped(attempt.scope) as tx:
+                yield tx
+            return
         async with self._connection() as conn:
             tx = PostgreSQLTransaction(self, conn, write=write)
             if write:
@@ -255,6 +312,132 @@ class PostgreSQLDatabase:
             finally:
                 tx.finished = True
                 self._current.reset(token)
+
+    # -- group commit (module docs) ----------------------------------------------------
+    @asynccontextmanager
+    async def _grouped(self, scope: str) -> AsyncIterator[PostgreSQLTransaction]:
+        lane = self._lanes.get(scope)
+        if lane is None:
+            lane = self._lanes[scope] = _Lane()
+        lane.users += 1
+        committed: asyncio.Future[None] | None = None
+        try:
+            async with lane.lock:
+                group = lane.group
+                if group is not None and (group.failed or len(group.members) >= MAX_GROUP):
+                    await self._end_group(lane, group)  # full (or failed): commit it first
+                    group = None
+                if group is None:
+                    group = lane.group = await self._open_group()
+                committed = await self._member(group)
+                try:
+                    tx = PostgreSQLTransaction(self, group.conn, write=True)
+                    token = self._current.set(tx)
+                    try:
+                        yield tx
+                    finally:
+                        tx.finished = True
+                        self._current.reset(token)
+                except BaseException:
+                    committed = None
+                    await self._undo_member(group, tx)
+                    raise
+                finally:
+                    if group.committer is None:
+                        group.committer = asyncio.get_running_loop().create_task(
+                            self._commit_later(scope, lane, group)
+                        )
+                if committed is not None:
+                    group.members.append(committed)
+        finally:
+            lane.users -= 1
+        if committed is not None:
+            # Done once the group is committed; a cancelled caller does not cancel that.
+            await asyncio.shield(committed)
+
+    async def _open_group(self) -> _Group:
+        pool = await self._get_pool()
+        try:
+            conn = await pool.acquire(timeout=self.timeout)
+        except _UNAVAILABLE as exc:
+            raise _backend_error(exc) from exc
+        pg_tx = conn.transaction(isolation="read_committed")
+        try:
+            await pg_tx.start()
+        except BaseException as exc:
+            _discard(conn)
+            with contextlib.suppress(*_UNAVAILABLE):
+                await pool.release(conn, timeout=self.timeout)
+            if isinstance(exc, _UNAVAILABLE):
+                raise _backend_error(exc) from exc
+            raise
+        return _Group(pool, conn, pg_tx)
+
+    async def _member(self, group: _Group) -> asyncio.Future[None]:
+        """Start a member of `group` (a savepoint after the first); its commit future."""
+        if group.ran:
+            try:
+                await group.conn.execute(f"SAVEPOINT nuages_{group.ran}", timeout=self.timeout)
+            except _UNAVAILABLE as exc:
+                group.failed = group.broken = True
+                raise _backend_error(exc) from exc
+        group.ran += 1
+        return asyncio.get_running_loop().create_future()
+
+    async def _undo_member(self, group: _Group, tx: PostgreSQLTransaction) -> None:
+        """Undo a failed member's statements: its savepoint, or the whole transaction for
+        the first member (nothing else is in it yet)."""
+        if tx.broken:
+            group.failed = group.broken = True
+        elif group.ran == 1:
+            group.failed = True  # rolled back when the group ends
+        else:
+            try:
+                await group.conn.execute(
+                    f"ROLLBACK TO SAVEPOINT nuages_{group.ran - 1}", timeout=self.timeout
+                )
+            except BaseException:
+                group.failed = group.broken = True
+
+    async def _commit_later(self, scope: str, lane: _Lane, group: _Group) -> None:
+        # Queued behind the requests already waiting for the lane: they join the group.
+        async with lane.lock:
+            await self._end_group(lane, group)
+        if lane.users == 0 and lane.group is None and self._lanes.get(scope) is lane:
+            del self._lanes[scope]
+
+    async def _end_group(self, lane: _Lane, group: _Group) -> None:
+        """Commit (or roll back) `group`, give back its connection, answer its members.
+        Called with the lane's lock."""
+        if group.ended:
+            return
+        group.ended = True
+        if lane.group is group:
+            lane.group = None
+        error: BaseException | None = None
+        if group.failed:
+            error = BackendError("the PostgreSQL transaction was rolled back after an error")
+            if not group.broken:
+                try:
+                    await group.pg_tx.rollback()
+                except BaseException:
+                    group.broken = True
+        else:
+            try:
+                await group.pg_tx.commit()
+            except BaseException as exc:
+                group.broken = True  # the commit may or may not have happened
+                error = _backend_error(exc) if isinstance(exc, _UNAVAILABLE) else exc
+        if group.broken:
+            _discard(group.conn)
+        with contextlib.suppress(*_UNAVAILABLE):
+            await group.pool.release(group.conn, timeout=self.timeout)
+        for member in group.members:
+            if not member.done():
+                if error is None:
+                    member.set_result(None)
+                else:
+                    member.set_exception(error)
 
     async def run_write(self, job: Callable[[PostgreSQLTransaction], Awaitable[T]]) -> T:
         """Run `job` in the write transaction open in this context, or else in a short
@@ -340,6 +523,11 @@ class PostgreSQLDatabase:
 
     async def aclose(self) -> None:
         """Close the pool (idempotent); a later use opens a new one."""
+        for lane in list(self._lanes.values()):
+            group = lane.group
+            if group is not None and group.committer is not None:
+                with contextlib.suppress(Exception):
+                    await group.committer
         pool, self._pool = self._pool, None
         self._pool_lock = None
         if pool is not None:

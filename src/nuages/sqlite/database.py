@@ -1,13 +1,29 @@
 """One SQLite file shared by the SQLite storage, permission and cache backends.
 
 Connections
-    One *writer* connection, used only from its own thread, runs every write transaction
-    of the process, one at a time (an :class:`asyncio.Lock`). Write transactions start with
-    ``BEGIN IMMEDIATE``, so several server processes on the same file serialise as well:
-    each waits up to `busy_timeout` seconds for the others. A small pool of *reader*
-    connections, each on its own thread, serves read transactions concurrently. The file
-    is in WAL mode (a reader sees a consistent snapshot and never blocks the writer) with
-    ``synchronous=FULL`` (a committed write is on disk).
+    One *writer* connection runs every write transaction of the process, one at a time (an
+    :class:`asyncio.Lock`). A small pool of *reader* connections serves read transactions
+    concurrently. The file is in WAL mode (a reader sees a consistent snapshot and never
+    blocks the writer) with ``synchronous=FULL`` (a committed write is on disk).
+
+Threads and inline statements
+    Each connection has a thread of its own, where statements that may wait or take long
+    run: ``BEGIN IMMEDIATE`` (it waits for other processes' locks, up to `busy_timeout`),
+    ``COMMIT`` (it waits for the disk), statements a caller marks ``heavy`` (bulk deletes,
+    index builds). Other statements run on the event loop ("inline"), which saves two thread
+    switches each — most of the cost of a small request. A write runs inline without a time
+    limit (interrupting one could undo the whole transaction); a read runs inline only
+    while its request can be rerun (:data:`~nuages.core.errors.CURRENT_ATTEMPT`): SQLite
+    interrupts it after :data:`INLINE_BUDGET`, and the request is rerun with its reads on
+    the thread, so a slow listing never holds the event loop for long.
+
+Group commit
+    A commit costs a flush to disk. Write transactions that arrive while others run share
+    one SQLite transaction: each in a savepoint of its own, which its failure rolls back
+    alone, and one ``COMMIT`` for the group, made by a task queued behind the transactions
+    already waiting (:class:`_WriteGroup`). A write transaction ends — its ``async with``
+    block returns — only once its group is on disk. Several processes on one file
+    serialise through ``BEGIN IMMEDIATE``: each waits up to `busy_timeout` seconds.
 
 Lifecycle
     The constructor opens nothing: threads and connections start on first use, and
@@ -39,6 +55,7 @@ import json
 import os
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -48,7 +65,7 @@ from typing import Any, Final, TypeVar
 import orjson
 
 from nuages.core import filtering
-from nuages.core.errors import BackendError, Error
+from nuages.core.errors import CURRENT_ATTEMPT, BackendError, Error, TransactionConflict
 from nuages.core.objects import MISSING, Comparison, Filter
 
 T = TypeVar("T")
@@ -61,30 +78,82 @@ CURRENT_SCHEMA_VERSION: Final = 1
 MIN_SQLITE_VERSION: Final = (3, 38, 0)
 
 
+class _WriteGroup:
+    """One SQLite write transaction shared by the write transactions of several requests.
+
+    Committing costs a disk flush (``synchronous=FULL``), about as long as a hundred small
+    writes here. So write transactions that come while others are running join one SQLite
+    transaction (*group commit*): each runs inside a savepoint of its own, which its failure
+    rolls back alone, and one ``COMMIT`` makes all of them durable before any of them is
+    answered. A transaction is done only when its group is committed.
+
+    The commit is made by a task that queues for the write lock behind the transactions
+    already waiting (:class:`asyncio.Lock` is first come, first served): they join this
+    group; later ones form the next group.
+    """
+
+    def __init__(self) -> None:
+        self.begun = False  # BEGIN IMMEDIATE ran
+        self.broken = False  # SQLite rolled the transaction back after an error
+        self.members: list[asyncio.Future[None]] = []
+        self.committer: asyncio.Task[None] | None = None
+        self.running: str | None = None  # the savepoint of the member running statements
+
+
+_savepoint_numbers = itertools.count()
+
+
 class SQLiteTransaction:
     """A transaction on one connection of a :class:`SQLiteDatabase`.
 
-    Statements run through :meth:`run`, which calls a function with the connection on the
-    connection's own thread. The transaction begins lazily with the first statement.
+    Statements run through :meth:`run`, which calls a function with the connection. The
+    transaction begins lazily with the first statement. A write transaction is a savepoint
+    of its :class:`_WriteGroup`'s SQLite transaction.
     """
 
-    def __init__(self, worker: _Worker, *, write: bool) -> None:
-        self.write = write
+    def __init__(self, worker: _Worker, *, group: _WriteGroup | None = None) -> None:
+        self.write = group is not None
         self.finished = False
         self._worker = worker
-        self._savepoint_names = itertools.count()
+        self._group = group
+        self._name = f"nuages_{next(_savepoint_numbers)}"
         # Savepoints of nested write blocks not yet opened: they are opened lazily, before
         # the next statement, so that a nested block without statements costs nothing.
         self._pending: list[str] = []
-        # Only touched on the worker thread.
         self._begun = False
         self._active: list[str] = []
 
-    async def run(self, job: Job[T]) -> T:
-        """Run ``job(connection)`` inside this transaction, on the connection's thread."""
+    async def run(self, job: Job[T], *, heavy: bool = False) -> T:
+        """Run ``job(connection)`` inside this transaction (module docs, "Threads and inline
+        statements"): on the event loop when that is safe, otherwise on the connection's
+        own thread:
+
+        - a write runs inline once its group has begun (BEGIN IMMEDIATE may wait for
+          another process, so it runs on the thread), unless the caller says it is `heavy`
+          (a bulk statement that would stall the event loop);
+        - a read runs inline while a rerun of the request can absorb a statement that takes
+          too long: past :data:`INLINE_BUDGET` SQLite interrupts it, and the request is rerun
+          with its reads on the thread (:data:`~nuages.core.errors.CURRENT_ATTEMPT`).
+        """
         if self.finished:
             raise BackendError("this SQLite transaction is already finished")
-        return await self._worker.run(functools.partial(self._run, job))
+        call = functools.partial(self._run, job)
+        if self._group is not None:
+            if self._group.begun and not heavy:
+                with contextlib.suppress(_Busy):
+                    return self._worker.run_inline(call, budget=None)
+            return await self._worker.run(call)
+        attempt = CURRENT_ATTEMPT.get()
+        if attempt is not None and not attempt.last and not attempt.careful and not heavy:
+            try:
+                return self._worker.run_inline(call)
+            except _Interrupted:
+                # Interrupting a read undoes nothing, but the snapshot may be gone.
+                attempt.careful = True
+                raise TransactionConflict() from None
+            except _Busy:
+                pass  # a job of this connection is queued on its thread: go after it
+        return await self._worker.run(call)
 
     async def refresh_snapshot(self) -> None:
         """Let the next statement of a read transaction see the latest commits (no-op on
@@ -92,8 +161,36 @@ class SQLiteTransaction:
         if not self.write:
             await self._worker.run(self._end_snapshot)
 
-    # -- worker thread --------------------------------------------------------------
+    # -- with the connection (its thread, or inline) ---------------------------------------
     def _run(self, job: Job[T], conn: sqlite3.Connection) -> T:
+        group = self._group
+        if group is None:
+            self._enter_read(conn)
+        else:
+            if group.running is not None and group.running != self._name:
+                # The previous member was cancelled before it could end: its leftovers must
+                # not become part of this one.
+                _undo_savepoint(conn, group.running)
+                group.running = None
+            if not group.begun:
+                conn.execute("BEGIN IMMEDIATE")
+                group.begun = True
+            elif not conn.in_transaction:
+                # SQLite rolls back by itself after some errors (disk full, I/O error):
+                # carrying on would commit only the statements that follow.
+                group.broken = True
+                raise BackendError("the SQLite transaction was rolled back after an error")
+            if not self._begun:
+                conn.execute(f"SAVEPOINT {self._name}")
+                self._begun = True
+                group.running = self._name
+        while self._pending:
+            name = self._pending.pop(0)
+            conn.execute(f"SAVEPOINT {name}")
+            self._active.append(name)
+        return job(conn)
+
+    def _enter_read(self, conn: sqlite3.Connection) -> None:
         if self._worker.owner is not self:
             # The previous transaction on this connection was cancelled before it could
             # end: its leftovers must not become part of this one.
@@ -101,17 +198,10 @@ class SQLiteTransaction:
                 conn.execute("ROLLBACK")
             self._worker.owner = self
         if not self._begun:
-            conn.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")
+            conn.execute("BEGIN")
             self._begun = True
         elif not conn.in_transaction:
-            # SQLite rolls back by itself after some errors (disk full, I/O error):
-            # carrying on would commit only the statements that follow.
             raise BackendError("the SQLite transaction was rolled back after an error")
-        while self._pending:
-            name = self._pending.pop(0)
-            conn.execute(f"SAVEPOINT {name}")
-            self._active.append(name)
-        return job(conn)
 
     def _end_snapshot(self, conn: sqlite3.Connection) -> None:
         if self._worker.owner is self and conn.in_transaction:
@@ -119,63 +209,144 @@ class SQLiteTransaction:
         self._begun = False
 
     def _finish(self, commit: bool, conn: sqlite3.Connection) -> None:
-        if self._worker.owner is not self:
-            return  # no statement ran
-        self._worker.owner = None
+        group = self._group
+        if group is None:
+            if self._worker.owner is self:
+                self._worker.owner = None
+                if conn.in_transaction:
+                    conn.execute("COMMIT" if commit else "ROLLBACK")
+            return
+        if not self._begun or group.running != self._name:
+            return  # no statement ran, or a later member already undid the leftovers
+        group.running = None
         if not conn.in_transaction:
-            if commit and self._begun:
+            group.broken = True
+            if commit:
                 raise BackendError("the SQLite transaction was rolled back after an error")
             return
-        if not commit:
-            conn.execute("ROLLBACK")
-            return
-        try:
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        if commit:
+            conn.execute(f"RELEASE {self._name}")
+        else:
+            _undo_savepoint(conn, self._name)
 
     def _rollback_to(self, name: str, conn: sqlite3.Connection) -> None:
         if name in self._pending:
             self._pending.remove(name)
         elif name in self._active and conn.in_transaction:
-            conn.execute(f"ROLLBACK TO {name}")
-            conn.execute(f"RELEASE {name}")
+            _undo_savepoint(conn, name)
             del self._active[self._active.index(name) :]
 
     # -- event loop -----------------------------------------------------------------
+    async def finish(self, commit: bool) -> None:
+        """End the transaction: a read ends its snapshot; a write releases its savepoint
+        (or rolls it back); its group commits later (:meth:`SQLiteDatabase._outermost`)."""
+        job = functools.partial(self._finish, commit)
+        try:
+            self._worker.run_inline(job, budget=None)
+            return
+        except _Busy:
+            pass
+        except Error:
+            if commit:
+                raise
+            return  # rolling back: the error being handled stays the one reported
+        if commit:
+            await self._worker.run(job)
+        else:
+            await self._worker.cleanup(job)
+
+    @property
+    def wrote(self) -> bool:
+        """Whether this write transaction ran statements (and so needs its group's commit)."""
+        return self._begun and self._group is not None
+
     @asynccontextmanager
     async def _savepoint(self) -> AsyncIterator[None]:
-        name = f"nuages_{next(self._savepoint_names)}"
+        name = f"nuages_{next(_savepoint_numbers)}"
         self._pending.append(name)
         try:
             yield
         except BaseException:
-            await self._worker.cleanup(functools.partial(self._rollback_to, name))
+            job = functools.partial(self._rollback_to, name)
+            try:
+                self._worker.run_inline(job, budget=None)
+            except _Busy:
+                await self._worker.cleanup(job)
+            except Error:
+                pass  # the error being handled stays the one reported
             raise
-        # On success the savepoint stays: the final COMMIT (or an enclosing rollback)
-        # ends it, which saves a round trip to the thread.
+        # On success the savepoint stays: the final RELEASE (or an enclosing rollback)
+        # ends it.
         if name in self._pending:
             self._pending.remove(name)
 
 
+def _undo_savepoint(conn: sqlite3.Connection, name: str) -> None:
+    if conn.in_transaction:
+        conn.execute(f"ROLLBACK TO {name}")
+        conn.execute(f"RELEASE {name}")
+
+
+class _Interrupted(Exception):
+    """An inline job ran past its budget: SQLite interrupted it."""
+
+
+class _Busy(Exception):
+    """An inline job could not run: a job of the same connection is queued on its thread."""
+
+
+# How long a job may hold the event loop (seconds), and how many SQLite virtual-machine
+# steps run between two looks at the clock.
+INLINE_BUDGET: Final = 0.002
+_PROGRESS_STEPS: Final = 4000
+
+
 class _Worker:
-    """One connection used only from its own thread, so its jobs run in submission order."""
+    """One connection and its own thread. Jobs submitted to the thread run in submission
+    order; :meth:`run_inline` runs a job on the caller's thread when none is queued."""
 
     def __init__(self, name: str, connect: Callable[[], sqlite3.Connection]) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._connect = connect
         self._connection: sqlite3.Connection | None = None
-        # The transaction that last ran statements here; touched on the worker thread only.
+        self._queued = 0  # jobs submitted to the thread and not finished
+        # The transaction that last ran statements here.
         self.owner: SQLiteTransaction | None = None
 
     def _submit(self, job: Job[T]) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         try:
-            return loop.run_in_executor(self._executor, self._call, job)
+            future = loop.run_in_executor(self._executor, self._call, job)
         except RuntimeError as exc:  # the executor was shut down by aclose()
             raise BackendError("the SQLite database is closed") from exc
+        self._queued += 1
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, _: object) -> None:
+        self._queued -= 1
+
+    def run_inline(self, job: Job[T], budget: float | None = INLINE_BUDGET) -> T:
+        """Run `job` now, on this thread. SQLite interrupts it (:class:`_Interrupted`) when it
+        runs longer than `budget` seconds; raises :class:`_Busy` when the thread has jobs
+        queued (they must run first) or the connection is not open yet."""
+        conn = self._connection
+        if conn is None or self._queued:
+            raise _Busy()
+        if budget is not None:
+            deadline = time.perf_counter() + budget
+            conn.set_progress_handler(lambda: time.perf_counter() > deadline, _PROGRESS_STEPS)
+        try:
+            return job(conn)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorname", None) == "SQLITE_INTERRUPT":
+                raise _Interrupted() from exc
+            raise _backend_error(exc) from exc
+        except sqlite3.Error as exc:
+            raise _backend_error(exc) from exc
+        finally:
+            if budget is not None:
+                conn.set_progress_handler(None, 0)
 
     async def run(self, job: Job[T]) -> T:
         return await self._submit(job)
@@ -193,8 +364,7 @@ class _Worker:
                 self._connection = self._connect()
             return job(self._connection)
         except sqlite3.Error as exc:
-            code = getattr(exc, "sqlite_errorname", None)
-            raise BackendError(f"SQLite: {exc}" + (f" ({code})" if code else "")) from exc
+            raise _backend_error(exc) from exc
 
     async def close(self, *, optimize: bool = False) -> None:
         def close() -> None:
@@ -221,13 +391,31 @@ class _Worker:
             self._executor.shutdown(wait=False)
 
 
+def _commit(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _backend_error(exc: sqlite3.Error) -> BackendError:
+    code = getattr(exc, "sqlite_errorname", None)
+    return BackendError(f"SQLite: {exc}" + (f" ({code})" if code else ""))
+
+
 def _connect(path: str, busy_timeout: float, *, writer: bool) -> sqlite3.Connection:
     if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
         wanted = ".".join(map(str, MIN_SQLITE_VERSION))
         raise BackendError(f"Nuages needs SQLite {wanted} or newer, not {sqlite3.sqlite_version}")
     # isolation_level=None: the transaction is begun and ended explicitly (SQLiteTransaction);
     # `timeout` is SQLite's busy timeout, how long to wait for another process's lock.
-    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    # check_same_thread=False: the connection's own thread and, for inline jobs, the event
+    # loop's thread use it, one at a time (_Worker.run_inline).
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
     try:
         if writer:
             (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
@@ -252,6 +440,7 @@ class _Connections:
             "nuages-sqlite-writer", functools.partial(_connect, path, busy_timeout, writer=True)
         )
         self.write_lock = asyncio.Lock()
+        self.group: _WriteGroup | None = None  # the group that write transactions join
         self._connect_reader = functools.partial(_connect, path, busy_timeout, writer=False)
         self._readers: list[_Worker] = []
         self._idle: list[_Worker] = []
@@ -276,7 +465,47 @@ class _Connections:
             finally:
                 self._idle.append(worker)
 
+    def joinable_group(self) -> _WriteGroup:
+        """The group a write transaction starting now joins (call with the write lock)."""
+        if self.group is None or self.group.broken:
+            self.group = _WriteGroup()
+        return self.group
+
+    def join_commit(self, group: _WriteGroup) -> asyncio.Future[None]:
+        """A future that the commit of `group` resolves."""
+        done = asyncio.get_running_loop().create_future()
+        group.members.append(done)
+        self.ensure_committer(group)
+        return done
+
+    def ensure_committer(self, group: _WriteGroup) -> None:
+        """Have a task commit `group` once the transactions already waiting have joined it."""
+        if group.committer is None and (group.begun or group.members):
+            group.committer = asyncio.get_running_loop().create_task(self._commit(group))
+
+    async def _commit(self, group: _WriteGroup) -> None:
+        # Queued behind the write transactions already waiting: they join this group first.
+        async with self.write_lock:
+            if self.group is group:
+                self.group = None
+            error: BaseException | None = None
+            if group.broken:
+                error = BackendError("the SQLite transaction was rolled back after an error")
+            elif group.begun:
+                try:
+                    await self.writer.run(_commit)
+                except BaseException as exc:
+                    error = exc
+        for member in group.members:
+            if not member.done():
+                if error is None:
+                    member.set_result(None)
+                else:
+                    member.set_exception(error)
+
     async def close(self) -> None:
+        if self.group is not None and self.group.committer is not None:
+            await self.group.committer
         try:
             for worker in self._readers:
                 await worker.close()
@@ -332,48 +561,62 @@ class SQLiteDatabase:
     @asynccontextmanager
     async def _outermost(self, *, write: bool) -> AsyncIterator[SQLiteTransaction]:
         connections = self._connections()
-        if write:
-            async with connections.write_lock, self._begin(connections.writer, write=True) as tx:
+        if not write:
+            async with connections.reader() as worker, self._begin(worker) as tx:
                 yield tx
-        else:
-            async with connections.reader() as worker, self._begin(worker, write=False) as tx:
-                yield tx
+            return
+        committed = None
+        async with connections.write_lock:
+            group = connections.joinable_group()
+            try:
+                async with self._begin(connections.writer, group) as tx:
+                    yield tx
+                if tx.wrote:
+                    committed = connections.join_commit(group)
+            finally:
+                # A group that began must end, even when none of its members wrote.
+                connections.ensure_committer(group)
+        if committed is not None:
+            # Done once the group is on disk; a cancelled caller does not cancel that.
+            await asyncio.shield(committed)
 
     @asynccontextmanager
-    async def _begin(self, worker: _Worker, *, write: bool) -> AsyncIterator[SQLiteTransaction]:
-        tx = SQLiteTransaction(worker, write=write)
+    async def _begin(
+        self, worker: _Worker, group: _WriteGroup | None = None
+    ) -> AsyncIterator[SQLiteTransaction]:
+        tx = SQLiteTransaction(worker, group=group)
         token = self._current.set(tx)
         try:
             try:
                 yield tx
-                await worker.run(functools.partial(tx._finish, True))
+                await tx.finish(True)
             except BaseException:
-                await worker.cleanup(functools.partial(tx._finish, False))
+                await tx.finish(False)
                 raise
         finally:
             tx.finished = True
             self._current.reset(token)
 
-    async def run_read(self, job: Job[T]) -> T:
+    async def run_read(self, job: Job[T], *, heavy: bool = False) -> T:
         """Run ``job(connection)`` in the transaction open in this context, or in a short
-        read transaction of its own."""
+        read transaction of its own (`heavy`: see :meth:`SQLiteTransaction.run`)."""
         async with self.transaction(write=False) as tx:
-            return await tx.run(job)
+            return await tx.run(job, heavy=heavy)
 
-    async def run_write(self, job: Job[T]) -> T:
+    async def run_write(self, job: Job[T], *, heavy: bool = False) -> T:
         """Run ``job(connection)`` in the write transaction open in this context, or else in
         a short write transaction of its own, which commits independently of a read
         transaction open in this context (lazy scope timestamps, cache entries)."""
         current = self._current.get()
         if current is not None and current.write and not current.finished:
-            return await current.run(job)
+            return await current.run(job, heavy=heavy)
         async with self._outermost(write=True) as tx:
-            return await tx.run(job)
+            return await tx.run(job, heavy=heavy)
 
     async def migrate(self) -> None:
         """Create the schema in a new file or upgrade an older one; idempotent, and safe
         when several processes run it at once (it runs in one write transaction)."""
-        await self.run_write(_migrate)
+        await self.run_write(_migrate, heavy=True)
 
     async def schema_version(self) -> int | None:
         """The schema version recorded in the file, or ``None`` when it has none."""

@@ -224,13 +224,21 @@ class Dispatcher:
         """Run the request; rerun it when its transaction lost a race with another process
         (errors.TransactionConflict, raised by a backend before anything was committed).
         Inside a batch the conflict propagates, so that the whole batch is rerun."""
-        for _ in range(_TRANSACTION_ATTEMPTS - 1):
+        if tx is not None:
+            return await self._dispatch(req, tx)
+        careful = False
+        for number in range(1, _TRANSACTION_ATTEMPTS + 1):
+            attempt = errors.Attempt(last=number == _TRANSACTION_ATTEMPTS, careful=careful)
+            token = errors.CURRENT_ATTEMPT.set(attempt)
             try:
                 return await self._dispatch(req, tx)
             except errors.TransactionConflict:
-                if tx is not None:
+                if attempt.last:
                     raise
-        return await self._dispatch(req, tx)
+                careful = attempt.careful
+            finally:
+                errors.CURRENT_ATTEMPT.reset(token)
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     def _eos(self) -> tuple[str, bool] | None:
         eos = self.settings.eos
@@ -514,6 +522,9 @@ class Dispatcher:
             user_id = await self.authenticate(req, tx)
             service = route.service or self.service
             write = req.method not in ("GET", "HEAD")
+            if write and tx is None and (attempt := errors.CURRENT_ATTEMPT.get()) is not None:
+                # Writes in one scope may share a commit (PostgreSQL group commit).
+                attempt.scope = req.path if plural else req.path.rpartition("/")[0]
             async with self.transaction(tx, write=write) as t:
                 caller = await load_caller(t.permission, user_id)
                 call = self._call(req, route, params, body, caller)

@@ -1,0 +1,186 @@
+"""SQLite statements on the event loop, and write transactions committed in groups.
+
+See :mod:`nuages.sqlite.database`: reads of a request run on the event loop while a rerun
+can absorb one that takes too long; writes run there once their group has begun; several
+write transactions share one ``COMMIT`` and each is answered only once that is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from nuages.core.errors import CURRENT_ATTEMPT, Attempt, BackendError, TransactionConflict
+from nuages.sqlite import SQLiteDatabase
+from nuages.sqlite import database as database_module
+
+SLOW_QUERY = (
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000)"
+    " SELECT count(*) FROM n"
+)
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> SQLiteDatabase:
+    database = SQLiteDatabase(tmp_path / "groups.db")
+    await database.migrate()
+    await database.run_write(lambda conn: conn.execute("CREATE TABLE items (name TEXT)"))
+    yield database  # type: ignore[misc]
+    await database.aclose()
+
+
+def committed_names(path: str) -> set[str]:
+    """What another process reads: committed rows only."""
+    conn = sqlite3.connect(path)
+    try:
+        return {name for (name,) in conn.execute("SELECT name FROM items")}
+    finally:
+        conn.close()
+
+
+async def insert(db: SQLiteDatabase, name: str, *, fail: bool = False) -> None:
+    async with db.transaction(write=True) as tx:
+        await tx.run(lambda conn: conn.execute("INSERT INTO items VALUES (?)", (name,)))
+        await asyncio.sleep(0)  # let the others queue behind this one
+        if fail:
+            raise Boom()
+
+
+async def test_concurrent_writes_share_commits_and_are_on_disk_when_answered(
+    db: SQLiteDatabase,
+) -> None:
+    commits = 0
+
+    def count(statement: str) -> None:
+        nonlocal commits
+        commits += statement == "COMMIT"
+
+    await db.run_write(lambda conn: conn.set_trace_callback(count))
+
+    async def write(name: str) -> None:
+        await insert(db, name)
+        # Answered: the row is already committed, as another process sees it.
+        assert name in committed_names(db.path)
+
+    await asyncio.gather(*(write(f"n{i}") for i in range(40)))
+    assert committed_names(db.path) == {f"n{i}" for i in range(40)}
+    assert 1 <= commits < 40
+
+
+async def test_a_failed_member_undoes_only_its_own_writes(db: SQLiteDatabase) -> None:
+    results = await asyncio.gather(
+        *(insert(db, f"n{i}", fail=i % 3 == 0) for i in range(12)), return_exceptions=True
+    )
+    failed = {f"n{i}" for i, result in enumerate(results) if isinstance(result, Boom)}
+    assert failed == {f"n{i}" for i in range(0, 12, 3)}
+    assert committed_names(db.path) == {f"n{i}" for i in range(12)} - failed
+
+
+async def test_a_group_whose_only_member_failed_releases_the_file(
+    db: SQLiteDatabase, tmp_path: Path
+) -> None:
+    with pytest.raises(Boom):
+        await insert(db, "lost", fail=True)
+    # Another process can write at once: the lock was not kept by an empty group.
+    other = SQLiteDatabase(db.path, busy_timeout=2)
+    try:
+        await other.run_write(lambda conn: conn.execute("INSERT INTO items VALUES ('other')"))
+    finally:
+        await other.aclose()
+    assert committed_names(db.path) == {"other"}
+
+
+async def test_a_cancelled_member_leaves_nothing_behind(db: SQLiteDatabase) -> None:
+    started = asyncio.Event()
+
+    async def stuck() -> None:
+        async with db.transaction(write=True) as tx:
+            await tx.run(lambda conn: conn.execute("INSERT INTO items VALUES ('cancelled')"))
+            started.set()
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(stuck())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await insert(db, "after")
+    assert committed_names(db.path) == {"after"}
+
+
+async def test_a_slow_read_of_a_request_is_interrupted_and_rerun_on_the_thread(
+    db: SQLiteDatabase,
+) -> None:
+    attempt = Attempt(last=False)
+    token = CURRENT_ATTEMPT.set(attempt)
+    try:
+        with pytest.raises(TransactionConflict):
+            async with db.transaction(write=False) as tx:
+                await tx.run(lambda conn: None)  # opens the connection (on its thread)
+                await tx.run(lambda conn: conn.execute(SLOW_QUERY).fetchone())
+        assert attempt.careful  # the rerun does without the event loop shortcut
+        rerun = Attempt(last=False, careful=True)
+        CURRENT_ATTEMPT.set(rerun)
+        async with db.transaction(write=False) as tx:
+            (count,) = await tx.run(lambda conn: conn.execute(SLOW_QUERY).fetchone())
+        assert count == 3_000_000
+    finally:
+        CURRENT_ATTEMPT.reset(token)
+
+
+async def test_without_a_rerun_slow_reads_run_on_the_thread(db: SQLiteDatabase) -> None:
+    # No attempt (a CLI, a test), or the last one: nothing may be interrupted.
+    for attempt in (None, Attempt(last=True)):
+        token = CURRENT_ATTEMPT.set(attempt)
+        try:
+            async with db.transaction(write=False) as tx:
+                (count,) = await tx.run(lambda conn: conn.execute(SLOW_QUERY).fetchone())
+            assert count == 3_000_000
+        finally:
+            CURRENT_ATTEMPT.reset(token)
+
+
+async def test_reads_of_a_request_run_on_the_event_loop(db: SQLiteDatabase) -> None:
+    import threading
+
+    main = threading.get_ident()
+    token = CURRENT_ATTEMPT.set(Attempt(last=False))
+    try:
+        async with db.transaction(write=False) as tx:
+            await tx.run(lambda conn: None)  # opens the connection (on its thread)
+            where = await tx.run(lambda conn: threading.get_ident())
+    finally:
+        CURRENT_ATTEMPT.reset(token)
+    assert where == main
+
+
+async def test_heavy_writes_run_on_the_thread(db: SQLiteDatabase) -> None:
+    import threading
+
+    main = threading.get_ident()
+    async with db.transaction(write=True) as tx:
+        await tx.run(lambda conn: conn.execute("INSERT INTO items VALUES ('x')"))
+        light = await tx.run(lambda conn: threading.get_ident())
+        heavy = await tx.run(lambda conn: threading.get_ident(), heavy=True)
+    assert light == main
+    assert heavy != main
+
+
+async def test_a_failed_commit_fails_every_member(
+    db: SQLiteDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_commit(conn: sqlite3.Connection) -> None:
+        conn.execute("ROLLBACK")
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(database_module, "_commit", failing_commit)
+    results = await asyncio.gather(*(insert(db, f"n{i}") for i in range(5)), return_exceptions=True)
+    assert all(isinstance(result, BackendError) for result in results), results
+    assert committed_names(db.path) == set()
