@@ -1,10 +1,15 @@
 """Does a request cost what its page costs, whatever the size of the collection?
 
 Fills one collection with N records (10k, 100k, 1M) on SQLite or PostgreSQL, then times,
-through the real ASGI app: the first page of the default listing, ``HEAD`` (Total-Objects, a count),
-a filtered and sorted page, ``_since`` with about 100 changes, a pagination walk (10 pages
-of 100), creating a record, reading one. Prints median milliseconds, then the query plans
-(EXPLAIN) of the listing statements these rely on.
+through the real ASGI app: the first page of the default listing, ``HEAD`` (Total-Objects),
+filtered and sorted pages (the shapes of bench/scale.py and of the shared loadbench's
+``--scale``: ``category=cat-X&_sort=-score&_limit=100``), ``_since`` with about 100
+changes, a pagination walk (10 pages of 100), creating a record, reading one. Prints median
+milliseconds, then the query plans (EXPLAIN) of the statements these rely on.
+
+Before timing, each listing shape is requested a few times, as any client would: that is
+what makes the storage build its automatic indexes (docs/architecture.md, "Indexes for
+large collections"); the benchmark waits for them and says how long they took.
 
     python bench/scale.py --backend sqlite --records 10000 100000
     python bench/scale.py --backend postgresql --records 100000 \
@@ -40,7 +45,24 @@ TAGS = ("red", "green", "blue", "black")
 
 
 def record(i: int) -> dict[str, Any]:
-    return {"title": f"item {i:07d}", "n": i % 1000, "tag": TAGS[i % 4], "done": i % 7 == 0}
+    return {
+        "title": f"item {i:07d}",
+        "n": i % 1000,
+        "tag": TAGS[i % 4],
+        "done": i % 7 == 0,
+        "category": f"cat-{i % 10}",  # as in the shared loadbench
+        "score": (i * 7919) % 100003,
+    }
+
+
+# The listings measured (after the warm-up that lets the storage index their shapes).
+FILTERED = {
+    "filtered+sorted page (tag=blue&_sort=title)": "?tag=blue&_sort=title&_limit=10",
+    "filtered+sorted page (category=cat-3&_sort=-score&_limit=100)": (
+        "?category=cat-3&_sort=-score&_limit=100"
+    ),
+    "filtered range page (min_n=990&_sort=-n)": "?min_n=990&_sort=-n&_limit=10",
+}
 
 
 # -- filling (straight into the tables: the app's write path is measured separately) --------
@@ -62,9 +84,10 @@ async def fill_sqlite(app: Any, count: int, start_ms: int) -> None:
                 ],
             )
         conn.execute(
-            "INSERT INTO timestamps VALUES (?, 'record', ?) ON CONFLICT DO UPDATE"
-            " SET last_modified = excluded.last_modified",
-            (PARENT, start_ms + count),
+            "INSERT INTO timestamps VALUES (?, 'record', ?, ?) ON CONFLICT DO UPDATE"
+            " SET last_modified = excluded.last_modified,"
+            " live_count = live_count + excluded.live_count",
+            (PARENT, start_ms + count, count),
         )
 
     await db.run_write(insert)
@@ -117,11 +140,13 @@ async def fill_postgresql(app: Any, count: int, start_ms: int) -> None:
                 ],
             )
         await tx.execute(
-            "INSERT INTO timestamps VALUES ($1, $2, 'record', $3) ON CONFLICT (scope)"
-            " DO UPDATE SET last_modified = excluded.last_modified",
+            "INSERT INTO timestamps VALUES ($1, $2, 'record', $3, $4) ON CONFLICT (scope)"
+            " DO UPDATE SET last_modified = excluded.last_modified,"
+            " live_count = timestamps.live_count + excluded.live_count",
             scope,
             PARENT,
             start_ms + count,
+            count,
         )
 
     await db.run_write(insert)
@@ -154,6 +179,20 @@ def ok(response: httpx.Response) -> httpx.Response:
     return response
 
 
+async def warm_up(app: Any, client: httpx.AsyncClient) -> None:
+    """Request each filtered shape a few times, then wait for the automatic indexes."""
+    started = time.perf_counter()
+    indexer = app.state.backends.storage.indexer
+    for _ in range(indexer.config.hits):
+        for query in FILTERED.values():
+            ok(await client.get(f"{RECORDS}{query}"))
+    await indexer.wait()
+    print(
+        f"  automatic indexes: {len(indexer.known)} "
+        f"(warm-up and builds: {time.perf_counter() - started:.1f} s)"
+    )
+
+
 async def measure(client: httpx.AsyncClient, count: int, repeat: int) -> dict[str, float]:
     figures: dict[str, float] = {}
 
@@ -161,17 +200,16 @@ async def measure(client: httpx.AsyncClient, count: int, repeat: int) -> dict[st
         return ok(await client.get(url))
 
     figures["list page (_limit=10)"] = await median_ms(lambda: get(f"{RECORDS}?_limit=10"), repeat)
+    figures["list page (_limit=100)"] = await median_ms(
+        lambda: get(f"{RECORDS}?_limit=100"), repeat
+    )
 
     async def head() -> None:
         ok(await client.head(RECORDS))
 
     figures["HEAD (Total-Objects: count of the collection)"] = await median_ms(head, repeat)
-    figures["filtered+sorted page (tag=blue&_sort=title)"] = await median_ms(
-        lambda: get(f"{RECORDS}?tag=blue&_sort=title&_limit=10"), repeat
-    )
-    figures["filtered range page (min_n=990&_sort=-n)"] = await median_ms(
-        lambda: get(f"{RECORDS}?min_n=990&_sort=-n&_limit=10"), repeat
-    )
+    for name, query in FILTERED.items():
+        figures[name] = await median_ms(lambda query=query: get(f"{RECORDS}{query}"), repeat)
     etag = (await get(f"{RECORDS}?_limit=1")).headers["ETag"].strip('"')
     for i in range(100):
         ok(await client.patch(f"{RECORDS}/r{i * (count // 100):07d}", json={"data": {"x": i}}))
@@ -205,6 +243,11 @@ def plan_queries(latest: int) -> dict[str, ListQuery]:
             sorting=(Sort("title", 1), Sort("last_modified", -1)),
             limit=11,
         ),
+        "filtered+sorted page (loadbench shape)": ListQuery(
+            filters=(Filter("category", "cat-3"),),
+            sorting=(Sort("score", -1), Sort("last_modified", -1)),
+            limit=101,
+        ),
         "_since (about 100 changes)": ListQuery(
             filters=(Filter("last_modified", latest - 200, Comparison.GT),), include_deleted=True
         ),
@@ -215,18 +258,29 @@ def plan_queries(latest: int) -> dict[str, ListQuery]:
 
 
 async def plans(app: Any, backend: str) -> None:
-    db = app.state.backends.storage.db
-    async with app.state.backends.storage.transaction(write=False) as tx:
+    storage = app.state.backends.storage
+    db = storage.db
+    async with storage.transaction(write=False) as tx:
         latest = await tx.resource_timestamp("record", PARENT)
     for name, query in plan_queries(latest).items():
-        print(f"\n-- plan: {name}")
+        module: Any
         if backend == "postgresql":
-            from nuages.storage.postgresql import count_sql, list_sql
-
-            for sql, params in (
-                list_sql("record", PARENT, query),
-                count_sql("record", PARENT, query),
-            ):
+            from nuages.storage import postgresql as module
+        else:
+            from nuages.storage import sqlite as module
+        shape = module.index_shape("record", PARENT, query)
+        statement = None if shape is None else module.index_statement(shape)
+        index = None if statement is None else statement[0]
+        indexed = index is not None and index in storage.indexer.known
+        print(f"\n-- plan: {name}" + (f" (automatic index {index})" if indexed else ""))
+        hint: Any = indexed if backend == "postgresql" else (index if indexed else None)
+        statements = [module.list_sql("record", PARENT, query, indexed=hint)]
+        if any(f.field != "last_modified" for f in query.filters):
+            # Total-Objects of a filtered listing counts; of an unfiltered one it reads
+            # the scope's live_count (one row).
+            statements.append(module.count_sql("record", PARENT, query))
+        if backend == "postgresql":
+            for sql, params in statements:
 
                 async def explain(tx: Any, sql: str = sql, params: Any = params) -> list[Any]:
                     return await tx.fetch(f"EXPLAIN (ANALYZE, COSTS OFF) {sql}", *params)
@@ -234,12 +288,7 @@ async def plans(app: Any, backend: str) -> None:
                 for row in await db.run_read(explain):
                     print("   ", row[0])
         else:
-            from nuages.storage.sqlite import count_sql, list_sql
-
-            for sql, params in (
-                list_sql("record", PARENT, query),
-                count_sql("record", PARENT, query),
-            ):
+            for sql, params in statements:
                 rows = await db.run_read(
                     lambda conn, sql=sql, params=params: conn.execute(
                         f"EXPLAIN QUERY PLAN {sql}", params
@@ -272,7 +321,7 @@ async def run(backend: str, count: int, url: str, repeat: int, show_plans: bool)
             storage_url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         settings = Settings.load(env={}, storage_url=storage_url, paginate_by=None)
         app = create_app(settings, migrate=True)
-        async with app.router.lifespan_context(app):
+        async with app.lifespan_context():
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://bench", auth=USER
@@ -286,8 +335,9 @@ async def run(backend: str, count: int, url: str, repeat: int, show_plans: bool)
                     f"\n== {backend}, {count:,} records "
                     f"(filled in {time.perf_counter() - started:.1f} s)"
                 )
+                await warm_up(app, client)
                 for name, ms in (await measure(client, count, repeat)).items():
-                    print(f"  {name:<48} {ms:9.2f} ms")
+                    print(f"  {name:<62} {ms:9.2f} ms")
                 if show_plans:
                     await plans(app, backend)
 

@@ -52,7 +52,7 @@ from nuages.core.errors import CURRENT_ATTEMPT, BackendError, Error
 
 T = TypeVar("T")
 
-CURRENT_SCHEMA_VERSION: Final = 1
+CURRENT_SCHEMA_VERSION: Final = 2
 """Schema version this Nuages writes and expects (``schema.sql`` + ``migrations/``)."""
 
 # Members of one group commit: more subtransactions than PostgreSQL caches per transaction

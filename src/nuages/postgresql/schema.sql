@@ -1,4 +1,4 @@
--- The Nuages schema for a fresh PostgreSQL database (version 1, CURRENT_SCHEMA_VERSION in
+-- The Nuages schema for a fresh PostgreSQL database (version 2, CURRENT_SCHEMA_VERSION in
 -- database.py). An older database is upgraded by the numbered files of migrations/ instead,
 -- so this file always describes the newest schema in full.
 --
@@ -48,11 +48,14 @@ CREATE INDEX objects_parent_prefix ON objects (left(parent_id, 200) COLLATE "C")
 -- The current timestamp of each scope. Its row is also the scope's write lock: a write
 -- transaction takes it (SELECT ... FOR UPDATE) before its first write in the scope and keeps
 -- it until commit, so timestamps of a scope are assigned and committed in the same order.
+-- `live_count` is the number of live objects of the scope (tombstones excluded), updated by
+-- every write in the same transaction: Total-Objects of a whole collection reads it.
 CREATE TABLE timestamps (
     scope BYTEA PRIMARY KEY,
     parent_id TEXT NOT NULL,
     resource_name TEXT NOT NULL,
-    last_modified BIGINT NOT NULL
+    last_modified BIGINT NOT NULL,
+    live_count BIGINT NOT NULL DEFAULT 0
 );
 
 CREATE INDEX timestamps_parent_prefix ON timestamps (left(parent_id, 200) COLLATE "C");

@@ -71,7 +71,7 @@ from nuages.core.objects import MISSING, Comparison, Filter
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], T]
 
-CURRENT_SCHEMA_VERSION: Final = 1
+CURRENT_SCHEMA_VERSION: Final = 2
 """Schema version this Nuages writes and expects (``schema.sql`` + ``migrations/``)."""
 
 # The `->` operator (3.38) gives the exact JSON text of a value; see nuages_json_text.

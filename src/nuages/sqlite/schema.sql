@@ -1,4 +1,4 @@
--- The Nuages schema for a fresh SQLite database (version 1, CURRENT_SCHEMA_VERSION in
+-- The Nuages schema for a fresh SQLite database (version 2, CURRENT_SCHEMA_VERSION in
 -- database.py). A database created by an older Nuages is upgraded by the numbered files of
 -- migrations/ instead, so this file always describes the newest schema in full.
 --
@@ -37,10 +37,13 @@ CREATE INDEX objects_last_modified ON objects (parent_id, resource_name, last_mo
 
 -- The current timestamp of each scope: the greatest last_modified ever written there, or
 -- the `now` given to a scope read before its first write (then stable until a write).
+-- `live_count` is the number of live objects of the scope (tombstones excluded), updated by
+-- every write in the same transaction: Total-Objects of a whole collection reads it.
 CREATE TABLE timestamps (
     parent_id TEXT NOT NULL,
     resource_name TEXT NOT NULL,
     last_modified INTEGER NOT NULL,
+    live_count INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (parent_id, resource_name)
 ) STRICT, WITHOUT ROWID;
 

@@ -8,6 +8,10 @@ that rank: strings in ``COLLATE "C"`` (code point order), numbers as ``numeric``
 any size), booleans. Equality of any value is JSONB equality (type-strict, ``1 = 1.0``),
 exactly :func:`~nuages.core.filtering.json_equal`.
 
+Large scopes: Total-Objects of a whole scope reads ``timestamps.live_count`` (kept by every
+write), and frequent filtered/sorted listings get automatic partial indexes on exactly the
+expressions compiled here (:mod:`nuages.storage.autoindex`, :func:`index_statement`).
+
 Known approximations (docs/deployment.md): arrays and objects are ordered by PostgreSQL's
 JSONB text rather than by their canonical JSON; ``like`` folds case with the database's
 rules (``ILIKE``); a string holding U+0000 is filtered as if it held U+FFFD (it is stored
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import _sre  # type: ignore[import-not-found]
 import functools
+import hashlib
 import json
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -34,6 +39,7 @@ from dataclasses import dataclass
 from re import _casefix  # type: ignore[attr-defined]
 from typing import Any, Final
 
+import asyncpg  # type: ignore[import-untyped]
 import orjson
 
 from nuages.core.errors import BackendError, ObjectNotFound, TransactionConflict, UnicityError
@@ -41,10 +47,18 @@ from nuages.core.filtering import compare_values, type_rank
 from nuages.core.objects import Comparison, Filter, Keyset, ListQuery, Sort
 from nuages.core.timestamps import next_timestamp, now_ms, requested_timestamp
 from nuages.postgresql.database import PostgreSQLDatabase, PostgreSQLTransaction, digest
+from nuages.storage.autoindex import PREFIX, AutoIndexConfig, AutoIndexer, Shape, shape_of
 
 JSONObject = dict[str, Any]
 
 _INT64 = range(-(2**63), 2**63)
+# Longer field names are not indexed automatically (index expressions are stored in full).
+_MAX_INDEXED_NAME: Final = 200
+# Longer index definitions (SQL text) are not built: their expression trees would not fit
+# in a pg_index row (8 kB; the tree takes about 2.5 times the text).
+_MAX_INDEX_DEFINITION: Final = 2_800
+# pg_try_advisory_lock key held while an automatic index is built ("nuagesix" in ASCII).
+_BUILD_LOCK: Final = int.from_bytes(b"nuagesix", "big")
 
 
 def scope_key(parent_id: str, resource_name: str) -> bytes:
@@ -58,9 +72,12 @@ def object_key(parent_id: str, resource_name: str, object_id: str) -> bytes:
 class PostgreSQLStorageTransaction:
     """Storage operations in one transaction of a :class:`PostgreSQLDatabase`."""
 
-    def __init__(self, db: PostgreSQLDatabase, tx: PostgreSQLTransaction) -> None:
+    def __init__(
+        self, db: PostgreSQLDatabase, tx: PostgreSQLTransaction, indexer: AutoIndexer
+    ) -> None:
         self._db = db
         self._tx = tx
+        self._indexer = indexer
 
     def _check_writable(self) -> None:
         if not self._tx.write:
@@ -130,7 +147,9 @@ class PostgreSQLStorageTransaction:
         key, existing, previous = await self._lock(resource_name, parent_id, object_id)
         if existing is not None and not existing[1]:
             raise UnicityError(resource_name, object_id)
-        timestamp = await _bump(self._tx, parent_id, resource_name, previous, requested)
+        timestamp = await _bump(
+            self._tx, parent_id, resource_name, previous, requested, _live(stored)
+        )
         await _store(self._tx, key, parent_id, resource_name, object_id, timestamp, stored)
         await self._written(key, timestamp)
         return _decode(object_id, timestamp, stored.body)
@@ -142,8 +161,9 @@ class PostgreSQLStorageTransaction:
         requested = requested_timestamp(obj.get("last_modified"))
         key, existing, previous = await self._lock(resource_name, parent_id, object_id)
         ignored = existing is not None and requested is not None and requested <= existing[0]
+        delta = _live(stored) - (existing is not None and not existing[1])
         timestamp = await _bump(
-            self._tx, parent_id, resource_name, previous, None if ignored else requested
+            self._tx, parent_id, resource_name, previous, None if ignored else requested, delta
         )
         await _store(self._tx, key, parent_id, resource_name, object_id, timestamp, stored)
         await self._written(key, timestamp)
@@ -163,20 +183,41 @@ class PostgreSQLStorageTransaction:
             raise ObjectNotFound(resource_name, object_id)
         ignored = requested is not None and requested <= existing[0]
         timestamp = await _bump(
-            self._tx, parent_id, resource_name, previous, None if ignored else requested
+            self._tx, parent_id, resource_name, previous, None if ignored else requested, -1
         )
         await _store(self._tx, key, parent_id, resource_name, object_id, timestamp, _TOMBSTONE)
         await self._written(key, None)
         return {"id": object_id, "last_modified": timestamp, "deleted": True}
 
     async def list(self, resource_name: str, parent_id: str, query: ListQuery) -> list[JSONObject]:
-        sql, params = list_sql(resource_name, parent_id, query)
+        shape = index_shape(resource_name, parent_id, query) if self._indexer.enabled else None
+        index = None if shape is None else index_statement(shape)
+        if index is not None:
+            await self._indexer.refresh()
+        indexed = index is not None and index[0] in self._indexer.known
+        sql, params = list_sql(resource_name, parent_id, query, indexed=indexed)
         rows = await self._tx.fetch(sql, *params)
+        if index is not None and not indexed:
+
+            async def live_objects() -> int:
+                return await self._live_count(resource_name, parent_id)
+
+            await self._indexer.observe(*index, live_objects)
         return [_listed(*row) for row in rows]
 
     async def count(self, resource_name: str, parent_id: str, query: ListQuery) -> int:
+        if not query.filters and query.ids is None:
+            return await self._live_count(resource_name, parent_id)
         sql, params = count_sql(resource_name, parent_id, query)
         return int(await self._tx.fetchval(sql, *params))
+
+    async def _live_count(self, resource_name: str, parent_id: str) -> int:
+        """The scope's number of live objects, kept by every write (timestamps.live_count)."""
+        value = await self._tx.fetchval(
+            "SELECT live_count FROM timestamps WHERE scope = $1",
+            scope_key(parent_id, resource_name),
+        )
+        return 0 if value is None else int(value)
 
     async def purge(self, parent_prefix: str) -> None:
         self._check_writable()
@@ -205,13 +246,55 @@ class PostgreSQLStorage:
     :class:`~nuages.permission.postgresql.PostgreSQLPermission` so that their transactions
     join (one commit per request)."""
 
-    def __init__(self, db: PostgreSQLDatabase) -> None:
+    def __init__(
+        self, db: PostgreSQLDatabase, *, auto_index: AutoIndexConfig | None = None
+    ) -> None:
         self.db = db
+        self.indexer = AutoIndexer(
+            auto_index or AutoIndexConfig(), self._valid_auto_indexes, self._build_index
+        )
 
     @asynccontextmanager
     async def transaction(self, *, write: bool) -> AsyncIterator[PostgreSQLStorageTransaction]:
         async with self.db.transaction(write=write) as tx:
-            yield PostgreSQLStorageTransaction(self.db, tx)
+            yield PostgreSQLStorageTransaction(self.db, tx, self.indexer)
+
+    async def _valid_auto_indexes(self) -> set[str]:
+        rows = await self.db.run_read(
+            lambda tx: tx.fetch(
+                "SELECT c.relname FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid"
+                " WHERE i.indrelid = 'objects'::regclass AND i.indisvalid"
+                " AND c.relname LIKE $1",
+                PREFIX.replace("_", "\\_") + "%",
+            )
+        )
+        return {row[0] for row in rows}
+
+    async def _build_index(self, name: str, statement: str) -> bool:
+        """Build an automatic index on a connection of its own: ``CONCURRENTLY`` (writes
+        go on meanwhile) cannot run in a transaction. One build at a time in the whole
+        database (an advisory lock: two concurrent builds on one table deadlock, each
+        waiting for the other's transaction); an invalid leftover of an interrupted build
+        is dropped first. Then ANALYZE gives the planner statistics on its expressions."""
+        conn = await asyncpg.connect(self.db.dsn, timeout=self.db.timeout)
+        try:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _BUILD_LOCK):
+                return False  # another process is building one: this one waits its turn
+            try:
+                valid = await conn.fetchval(
+                    "SELECT i.indisvalid FROM pg_index AS i JOIN pg_class AS c"
+                    " ON c.oid = i.indexrelid WHERE c.relname = $1",
+                    name,
+                )
+                if valid is False:
+                    await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+                await conn.execute(statement, timeout=None)
+                await conn.execute("ANALYZE objects", timeout=None)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", _BUILD_LOCK)
+        finally:
+            await conn.close()
+        return True
 
     async def ping(self) -> bool:
         return await self.db.ping()
@@ -223,6 +306,7 @@ class PostgreSQLStorage:
         await self.db.run_write(flush)
 
     async def aclose(self) -> None:
+        await self.indexer.aclose()
         await self.db.aclose()
 
 
@@ -263,6 +347,11 @@ def _text(value: str) -> str:
 
 def _listed(object_id: str, raw_id: str | None, last_modified: int, body: str) -> JSONObject:
     return _decode(object_id if raw_id is None else orjson.loads(raw_id), last_modified, body)
+
+
+def _live(stored: _Stored) -> int:
+    """1 when `stored` counts as a live object (not a tombstone), else 0."""
+    return 0 if stored.deleted else 1
 
 
 def _decode(object_id: str, last_modified: int, body: str) -> JSONObject:
@@ -349,14 +438,20 @@ async def _bump(
     resource_name: str,
     previous: int | None,
     requested: int | None,
+    live_delta: int,
 ) -> int:
     """The timestamp of a write in the scope, whose row this transaction has locked
-    (`previous` is its value then, None for a new scope)."""
+    (`previous` is its value then, None for a new scope); `live_delta` is the change of
+    its number of live objects (-1, 0 or 1)."""
     scope = scope_key(parent_id, resource_name)
     bump = next_timestamp(previous, requested)
-    if bump.scope_timestamp != previous:
+    if bump.scope_timestamp != previous or live_delta:
         await tx.execute(
-            "UPDATE timestamps SET last_modified = $2 WHERE scope = $1", scope, bump.scope_timestamp
+            "UPDATE timestamps SET last_modified = $2, live_count = live_count + $3"
+            " WHERE scope = $1",
+            scope,
+            bump.scope_timestamp,
+            live_delta,
         )
     return bump.object_timestamp
 
@@ -422,25 +517,28 @@ class _JsonField:
 
 _Field = _Column | _JsonField
 
-_ID: Final = _Column('o.id COLLATE "C"', 1, "")
-_LAST_MODIFIED: Final = _Column("o.last_modified", 2, 0)
+
+def _literal(text: str) -> str:
+    """`text` as an SQL string literal, whatever ``standard_conforming_strings`` says."""
+    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'::text"
 
 
-def _field(name: str, params: _Params) -> _Field:
+def _field(name: str, table: str = "o.") -> _Field:
+    """The SQL of a field. Field names are literals, not parameters, so that the same
+    expression in an index (`table` ``""``) and in a query (``"o."``) are one expression
+    for the planner whatever plan (custom or generic) it makes."""
     if name == "id":
-        return _ID
+        return _Column(f'{table}id COLLATE "C"', 1, "")
     if name == "last_modified":
-        return _LAST_MODIFIED
+        return _Column(f"{table}last_modified", 2, 0)
     name = name.replace("\x00", "\ufffd")  # as in the JSONB column (_encode)
-    top = f"(o.data -> {params(name, '::text')})"
+    top = f"({table}data -> {_literal(name)})"
     if "." not in name:
         return _JsonField(top, name)
     # get_field(): a top-level key spelled with dots first, then nested objects (`->` with
     # a text key gives NULL on anything but an object, like get_field()).
-    nested = "o.data" + "".join(f" -> {params(part, '::text')}" for part in name.split("."))
-    return _JsonField(
-        f"(CASE WHEN o.data ? {params(name, '::text')} THEN {top} ELSE ({nested}) END)"
-    )
+    nested = f"{table}data" + "".join(f" -> {_literal(part)}" for part in name.split("."))
+    return _JsonField(f"(CASE WHEN {table}data ? {_literal(name)} THEN {top} ELSE ({nested}) END)")
 
 
 def _sql_value(value: Any, rank: int, params: _Params) -> str:
@@ -573,7 +671,7 @@ def _contains(field: _Field, flt: Filter, params: _Params) -> str:
 
 
 def _filter(flt: Filter, params: _Params) -> str:
-    field = _field(flt.field, params)
+    field = _field(flt.field)
     op = flt.operator
     if op is Comparison.EQ:
         return _equal(field, flt.value, params)
@@ -615,15 +713,20 @@ def _compact(sql: str, values: list[Any]) -> tuple[str, list[Any]]:
     )
 
 
-def list_sql(resource_name: str, parent_id: str, query: ListQuery) -> tuple[str, list[Any]]:
-    """The statement and parameters of :meth:`PostgreSQLStorageTransaction.list`."""
+def list_sql(
+    resource_name: str, parent_id: str, query: ListQuery, *, indexed: bool = False
+) -> tuple[str, list[Any]]:
+    """The statement and parameters of :meth:`PostgreSQLStorageTransaction.list`;
+    `indexed`: written for the automatic index of its shape (:func:`index_statement`)."""
     params = _Params()
-    conditions = _conditions(resource_name, parent_id, query, params, live_only=False)
+    conditions = _conditions(
+        resource_name, parent_id, query, params, live_only=False, indexed=indexed
+    )
     if query.keyset is not None:
         conditions.append(_after_keyset(query.sorting, query.keyset, params))
     sql = (
         f"SELECT o.id, o.raw_id, o.last_modified, o.body FROM objects AS o"
-        f" WHERE {' AND '.join(conditions)}{_order_by(query.sorting, params)}"
+        f" WHERE {' AND '.join(conditions)}{_order_by(query.sorting)}"
     )
     if query.limit is not None:
         sql += f" LIMIT {params(query.limit, '::bigint')}"
@@ -640,38 +743,102 @@ def count_sql(resource_name: str, parent_id: str, query: ListQuery) -> tuple[str
 
 
 def _conditions(
-    resource_name: str, parent_id: str, query: ListQuery, params: _Params, *, live_only: bool
+    resource_name: str,
+    parent_id: str,
+    query: ListQuery,
+    params: _Params,
+    *,
+    live_only: bool,
+    indexed: bool = False,
 ) -> list[str]:
-    conditions = [f"o.scope = {params(scope_key(parent_id, resource_name))}"]
+    scope = scope_key(parent_id, resource_name)
+    # A literal where a partial automatic index must be recognised (its predicate names
+    # the scope): the planner proves `scope = <this constant>` for any plan.
+    conditions = [f"o.scope = {_bytea(scope) if indexed else params(scope)}"]
     if live_only or not query.include_deleted:
         conditions.append("NOT o.deleted")
     if query.ids is not None:
         keys = [object_key(parent_id, resource_name, i) for i in sorted(query.ids)]
         conditions.append(f"o.key = ANY({params(keys, '::bytea[]')})")
-    conditions.extend(_filter(flt, params) for flt in query.filters)
+    for flt in query.filters:
+        if indexed and _indexable_equality(flt):
+            # At the top level of the WHERE, NULL (missing field) rejects the row like
+            # false: the plain comparison is exact and is the index's first columns.
+            conditions.append(f"({_field(flt.field).sql} = {params.json(flt.value)})")
+        else:
+            conditions.append(_filter(flt, params))
     return conditions
 
 
-def _order_by(sorting: Sequence[Sort], params: _Params) -> str:
+def _bytea(value: bytes) -> str:
+    return f"E'\\\\x{value.hex()}'::bytea"
+
+
+def _indexable_equality(flt: Filter) -> bool:
+    """An equality filter on a JSON field with a scalar value (what indexes serve)."""
+    return (
+        flt.operator is Comparison.EQ
+        and flt.field not in ("id", "last_modified")
+        and type_rank(flt.value) in (1, 2, 3)
+        and _finite(flt.value)
+    )
+
+
+def index_shape(resource_name: str, parent_id: str, query: ListQuery) -> Shape | None:
+    """The shape of the automatic index that would serve this listing, if any."""
+    return shape_of(
+        parent_id,
+        resource_name,
+        query,
+        equality_indexable=_indexable_equality,
+        field_indexable=lambda name: len(name) <= _MAX_INDEXED_NAME,
+    )
+
+
+def index_statement(shape: Shape) -> tuple[str, str] | None:
+    """The name and ``CREATE INDEX`` statement of the automatic index of `shape`: the
+    expressions of :func:`list_sql` with ``indexed=True``, on the scope's live objects;
+    None when the definition is too large for PostgreSQL's catalog (``pg_index`` rows
+    hold the expression trees and cannot exceed a page: many nested sort fields)."""
+    columns = [f"({_field(name, '').sql})" for name in shape.equal]
+    columns += [f"({sql}) {direction}" for sql, direction in _sort_terms(shape.sorting, "")]
+    scope = scope_key(shape.parent_id, shape.resource_name)
+    definition = f"ON objects ({', '.join(columns)}) WHERE scope = {_bytea(scope)} AND NOT deleted"
+    if len(definition) > _MAX_INDEX_DEFINITION:
+        return None
+    name = PREFIX + hashlib.sha256(definition.encode()).hexdigest()[:24]
+    return name, f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} {definition}"
+
+
+def _sort_terms(sorting: Sequence[Sort], table: str = "o.") -> list[tuple[str, str]]:
+    """The ORDER BY expressions of `sorting` and their directions (also the columns of
+    the automatic indexes serving it, with `table` ``""``)."""
     terms = []
     for sort in sorting:
         direction = "DESC" if sort.direction < 0 else "ASC"
-        field = _field(sort.field, params)
+        field = _field(sort.field, table)
         if isinstance(field, _Column):
-            terms.append(f"{field.sql} {direction}")
+            terms.append((field.sql, direction))
             continue
-        terms.append(f"{field.rank} {direction}")
-        for rank in (1, 2, 3, 4):
-            ranks = "(4, 5)" if rank == 4 else f"({rank})"
-            terms.append(
-                f"(CASE WHEN {field.rank} IN {ranks} THEN {field.value(rank)} END) {direction}"
-            )
+        terms.append((field.rank, direction))
+        # The value within each rank, NULL in the others (the rank as jsonb_typeof()
+        # rather than field.rank: a shorter expression, and index definitions are bounded).
+        for rank, types in ((1, "'string'"), (2, "'number'"), (3, "'boolean'")):
+            condition = f"jsonb_typeof({field.sql}) = {types}"
+            terms.append((f"(CASE WHEN {condition} THEN {field.value(rank)} END)", direction))
+        condition = f"jsonb_typeof({field.sql}) IN ('array', 'object')"
+        terms.append((f"(CASE WHEN {condition} THEN {field.value(4)} END)", direction))
+    return terms
+
+
+def _order_by(sorting: Sequence[Sort]) -> str:
+    terms = [f"{sql} {direction}" for sql, direction in _sort_terms(sorting)]
     return f" ORDER BY {', '.join(terms)}" if terms else ""
 
 
 def _after_keyset(sorting: Sequence[Sort], keyset: Keyset, params: _Params) -> str:
     """SQL for ``after_keyset()``: OR over k of (fields before k equal, field k beyond)."""
-    fields = [_field(sort.field, params) for sort in sorting]
+    fields = [_field(sort.field) for sort in sorting]
     alternatives = []
     for k, (sort, value) in enumerate(zip(sorting, keyset.values, strict=True)):
         equal = [_compare(fields[i], "=", keyset.values[i], params) for i in range(k)]

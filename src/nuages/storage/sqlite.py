@@ -8,10 +8,15 @@ its page costs. The JSON order of :mod:`nuages.core.filtering` is rendered as a 
 comparable within that rank. The few cases plain SQL cannot get exactly right (U+0000 in
 strings, arrays and objects, keys a JSON path cannot name, Unicode ``like``, integers
 beyond 64 bits) call the functions registered by :mod:`nuages.sqlite.database`.
+
+Large scopes: Total-Objects of a whole scope reads ``timestamps.live_count`` (kept by every
+write), and frequent filtered/sorted listings get automatic partial indexes on exactly the
+expressions compiled here (:mod:`nuages.storage.autoindex`, :func:`index_statement`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -26,18 +31,22 @@ from nuages.core.filtering import compare_values, type_rank
 from nuages.core.objects import Comparison, Filter, Keyset, ListQuery, Sort
 from nuages.core.timestamps import next_timestamp, now_ms, requested_timestamp
 from nuages.sqlite.database import SQLiteDatabase, SQLiteTransaction, SQLParams, encode_parameter
+from nuages.storage.autoindex import PREFIX, AutoIndexConfig, AutoIndexer, Shape, shape_of
 
 JSONObject = dict[str, Any]
 
 _INT64 = range(-(2**63), 2**63)
+# Longer field names are not indexed automatically (index expressions are stored in full).
+_MAX_INDEXED_NAME: Final = 200
 
 
 class SQLiteStorageTransaction:
     """Storage operations in one transaction of a :class:`SQLiteDatabase`."""
 
-    def __init__(self, db: SQLiteDatabase, tx: SQLiteTransaction) -> None:
+    def __init__(self, db: SQLiteDatabase, tx: SQLiteTransaction, indexer: AutoIndexer) -> None:
         self._db = db
         self._tx = tx
+        self._indexer = indexer
 
     def _check_writable(self) -> None:
         if not self._tx.write:
@@ -85,7 +94,7 @@ class SQLiteStorageTransaction:
             existing = _existing(conn, parent_id, resource_name, object_id)
             if existing is not None and not existing[1]:
                 raise UnicityError(resource_name, object_id)
-            timestamp = _bump(conn, (parent_id, resource_name), requested)
+            timestamp = _bump(conn, (parent_id, resource_name), requested, _live(stored))
             _store(conn, parent_id, resource_name, object_id, timestamp, stored)
             return timestamp
 
@@ -101,7 +110,10 @@ class SQLiteStorageTransaction:
         def update(conn: sqlite3.Connection) -> int:
             existing = _existing(conn, parent_id, resource_name, object_id)
             ignored = existing is not None and requested is not None and requested <= existing[0]
-            timestamp = _bump(conn, (parent_id, resource_name), None if ignored else requested)
+            delta = _live(stored) - (existing is not None and not existing[1])
+            timestamp = _bump(
+                conn, (parent_id, resource_name), None if ignored else requested, delta
+            )
             _store(conn, parent_id, resource_name, object_id, timestamp, stored)
             return timestamp
 
@@ -123,21 +135,66 @@ class SQLiteStorageTransaction:
             if existing is None or existing[1]:
                 raise ObjectNotFound(resource_name, object_id)
             ignored = requested is not None and requested <= existing[0]
-            timestamp = _bump(conn, (parent_id, resource_name), None if ignored else requested)
+            timestamp = _bump(conn, (parent_id, resource_name), None if ignored else requested, -1)
             _store(conn, parent_id, resource_name, object_id, timestamp, _TOMBSTONE)
             return timestamp
 
         return {"id": object_id, "last_modified": await self._tx.run(delete), "deleted": True}
 
     async def list(self, resource_name: str, parent_id: str, query: ListQuery) -> list[JSONObject]:
-        sql, params = list_sql(resource_name, parent_id, query)
-        rows = await self._tx.run(lambda conn: conn.execute(sql, params).fetchall())
+        shape = index_shape(resource_name, parent_id, query) if self._indexer.enabled else None
+        index = None if shape is None else index_statement(shape)
+        if index is not None:
+            await self._indexer.refresh()
+        indexed = index[0] if index is not None and index[0] in self._indexer.known else None
+        sql, params = list_sql(resource_name, parent_id, query, indexed=indexed)
+
+        def run(conn: sqlite3.Connection) -> tuple[list[Any], bool]:
+            try:
+                return conn.execute(sql, params).fetchall(), True
+            except sqlite3.OperationalError as exc:
+                if indexed is None:
+                    raise
+                if "no such index" in str(exc):
+                    dropped = True  # by hand: list without it, and forget it
+                elif "no query solution" in str(exc):
+                    dropped = False  # a condition compiled to a constant false
+                else:
+                    raise
+            plain, plain_params = list_sql(resource_name, parent_id, query)
+            return conn.execute(plain, plain_params).fetchall(), not dropped
+
+        # In a write transaction (a plural delete, a uniqueness check) a listing may be long,
+        # and cannot be interrupted: it runs on the connection's thread.
+        rows, present = await self._tx.run(run, heavy=self._tx.write)
+        if not present and indexed is not None:
+            self._indexer.known.discard(indexed)
+        if index is not None and indexed is None:
+
+            async def live_objects() -> int:
+                return await self._live_count(resource_name, parent_id)
+
+            await self._indexer.observe(*index, live_objects)
         return [_decode(*row) for row in rows]
 
     async def count(self, resource_name: str, parent_id: str, query: ListQuery) -> int:
+        if not query.filters and query.ids is None:
+            return await self._live_count(resource_name, parent_id)
         sql, params = count_sql(resource_name, parent_id, query)
-        row = await self._tx.run(lambda conn: conn.execute(sql, params).fetchone())
+        row = await self._tx.run(
+            lambda conn: conn.execute(sql, params).fetchone(), heavy=self._tx.write
+        )
         return int(row[0])
+
+    async def _live_count(self, resource_name: str, parent_id: str) -> int:
+        """The scope's number of live objects, kept by every write (timestamps.live_count)."""
+        row = await self._tx.run(
+            lambda conn: conn.execute(
+                "SELECT live_count FROM timestamps WHERE parent_id = ? AND resource_name = ?",
+                (parent_id, resource_name),
+            ).fetchone()
+        )
+        return 0 if row is None else int(row[0])
 
     async def purge(self, parent_prefix: str) -> None:
         self._check_writable()
@@ -150,7 +207,7 @@ class SQLiteStorageTransaction:
             conn.execute(f"DELETE FROM objects WHERE {where}", below)
             conn.execute(f"DELETE FROM timestamps WHERE {where}", below)
 
-        await self._tx.run(purge)
+        await self._tx.run(purge, heavy=True)
 
 
 class SQLiteStorage:
@@ -160,13 +217,33 @@ class SQLiteStorage:
     :meth:`aclose` closes the shared database (it reopens on next use).
     """
 
-    def __init__(self, db: SQLiteDatabase) -> None:
+    def __init__(self, db: SQLiteDatabase, *, auto_index: AutoIndexConfig | None = None) -> None:
         self.db = db
+        self.indexer = AutoIndexer(
+            auto_index or AutoIndexConfig(), self._auto_indexes, self._build_index
+        )
 
     @asynccontextmanager
     async def transaction(self, *, write: bool) -> AsyncIterator[SQLiteStorageTransaction]:
         async with self.db.transaction(write=write) as tx:
-            yield SQLiteStorageTransaction(self.db, tx)
+            yield SQLiteStorageTransaction(self.db, tx, self.indexer)
+
+    async def _auto_indexes(self) -> set[str]:
+        rows = await self.db.run_read(
+            lambda conn: conn.execute(
+                "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'objects'"
+                " AND substr(name, 1, ?) = ?",
+                (len(PREFIX), PREFIX),
+            ).fetchall()
+        )
+        return {row[0] for row in rows}
+
+    async def _build_index(self, name: str, statement: str) -> bool:
+        """Build an automatic index in a write transaction of its own (SQLite has no
+        concurrent index build: writes wait meanwhile, reads go on)."""
+        async with self.db.transaction(write=True) as tx:
+            await tx.run(lambda conn: conn.execute(statement), heavy=True)
+        return True
 
     async def ping(self) -> bool:
         return await self.db.ping()
@@ -176,9 +253,10 @@ class SQLiteStorage:
             conn.execute("DELETE FROM objects")
             conn.execute("DELETE FROM timestamps")
 
-        await self.db.run_write(flush)
+        await self.db.run_write(flush, heavy=True)
 
     async def aclose(self) -> None:
+        await self.indexer.aclose()
         await self.db.aclose()
 
 
@@ -207,6 +285,11 @@ def _encode(obj: Mapping[str, Any]) -> _Stored:
         raise BackendError(f"object cannot be stored as JSON: {exc}") from exc
     # A false positive (an escaped backslash followed by "u0000") only costs speed.
     return _Stored(text, deleted=data.get("deleted") is True, has_nul="\\u0000" in text)
+
+
+def _live(stored: _Stored) -> int:
+    """1 when `stored` counts as a live object (not a tombstone), else 0."""
+    return 0 if stored.deleted else 1
 
 
 def _decode(object_id: str, last_modified: int, data: str) -> JSONObject:
@@ -272,16 +355,18 @@ def _create_scope_timestamp(conn: sqlite3.Connection, scope: Scope) -> tuple[int
     return timestamp, created == 1
 
 
-def _bump(conn: sqlite3.Connection, scope: Scope, requested: int | None) -> int:
+def _bump(conn: sqlite3.Connection, scope: Scope, requested: int | None, live_delta: int) -> int:
     """The timestamp of a write in `scope`; runs under BEGIN IMMEDIATE, so the read and
-    the update of the scope timestamp are atomic across processes too."""
+    the update of the scope timestamp are atomic across processes too. `live_delta` is
+    the change of the scope's number of live objects (-1, 0 or 1)."""
     previous = _scope_timestamp(conn, scope)
     bump = next_timestamp(previous, requested)
-    if bump.scope_timestamp != previous:
+    if bump.scope_timestamp != previous or live_delta:
         conn.execute(
-            "INSERT INTO timestamps (parent_id, resource_name, last_modified) VALUES (?, ?, ?)"
-            " ON CONFLICT DO UPDATE SET last_modified = excluded.last_modified",
-            (*scope, bump.scope_timestamp),
+            "INSERT INTO timestamps (parent_id, resource_name, last_modified, live_count)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
+            " last_modified = excluded.last_modified, live_count = live_count + ?",
+            (*scope, bump.scope_timestamp, max(live_delta, 0), live_delta),
         )
     return bump.object_timestamp
 
@@ -316,6 +401,7 @@ class _JsonField:
 
     doc: str
     path: str
+    has_nul: str = "o.has_nul"
 
     @property
     def type(self) -> str:
@@ -342,7 +428,7 @@ class _JsonField:
     @property
     def text(self) -> str:
         """The exact value of a string field."""
-        return f"IIF(o.has_nul, nuages_json_text({self.json}), {self.scalar})"
+        return f"IIF({self.has_nul}, nuages_json_text({self.json}), {self.scalar})"
 
     def value(self, rank: int) -> str:
         """SQL ordering the values of one rank like compare_values()."""
@@ -363,28 +449,40 @@ class _JsonField:
 
 _Field = _Column | _JsonField
 
-_ID: Final = _Column("o.id", 1, "")
-_LAST_MODIFIED: Final = _Column("o.last_modified", 2, 0)
-
 
 def _json_path(keys: Sequence[str]) -> str:
     return "$" + "".join(f'."{key}"' for key in keys)
 
 
-def _field(name: str, params: SQLParams) -> _Field:
+def _literal(text: str) -> str:
+    """`text` (without U+0000) as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _pathable(name: str) -> bool:
+    return all(_PATHABLE_KEY.fullmatch(key) for key in [name, *name.split(".")])
+
+
+def _field(name: str, params: SQLParams, table: str = "o.") -> _Field:
+    """The SQL of a field. JSON paths are literals, not parameters, so that an index on
+    the expression (`table` ``""``) serves the query (``"o."``): SQLite matches index
+    expressions literally."""
     if name == "id":
-        return _ID
+        return _Column(f"{table}id", 1, "")
     if name == "last_modified":
-        return _LAST_MODIFIED
+        return _Column(f"{table}last_modified", 2, 0)
+    if not _pathable(name):
+        return _JsonField(f"nuages_field({table}data, {params(name)})", "'$'", f"{table}has_nul")
     keys = name.split(".")
-    if not all(_PATHABLE_KEY.fullmatch(key) for key in [name, *keys]):
-        return _JsonField(f"nuages_field(o.data, {params(name)})", "'$'")
-    literal = params(_json_path([name]))
+    doc, has_nul = f"{table}data", f"{table}has_nul"
+    literal = _literal(_json_path([name]))
     if len(keys) == 1:
-        return _JsonField("o.data", literal)
+        return _JsonField(doc, literal, has_nul)
     # get_field() takes a top-level key spelled with dots before walking nested objects.
-    nested = params(_json_path(keys))
-    return _JsonField("o.data", f"IIF(json_type(o.data, {literal}) IS NULL, {nested}, {literal})")
+    nested = _literal(_json_path(keys))
+    return _JsonField(
+        doc, f"IIF(json_type({doc}, {literal}) IS NULL, {nested}, {literal})", has_nul
+    )
 
 
 def _sql_scalar(value: Any) -> bool:
@@ -570,14 +668,22 @@ def _filter(flt: Filter, params: SQLParams) -> str:
     return _compare(field, comparisons[op], flt.value, params)
 
 
-def list_sql(resource_name: str, parent_id: str, query: ListQuery) -> tuple[str, dict[str, Any]]:
-    """The statement and parameters of :meth:`SQLiteStorageTransaction.list`."""
+def list_sql(
+    resource_name: str, parent_id: str, query: ListQuery, *, indexed: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The statement and parameters of :meth:`SQLiteStorageTransaction.list`; `indexed`
+    names the automatic index of its shape (:func:`index_statement`) to read it with.
+    ``INDEXED BY``: without statistics, SQLite's planner prefers the scope's equality on
+    ``objects_last_modified`` (and a sort of the whole scope) to an ordered index read."""
     params = SQLParams()
-    conditions = _conditions(resource_name, parent_id, query, params, live_only=False)
+    conditions = _conditions(
+        resource_name, parent_id, query, params, live_only=False, indexed=indexed is not None
+    )
     if query.keyset is not None:
         conditions.append(_after_keyset(query.sorting, query.keyset, params))
+    hint = "" if indexed is None else f" INDEXED BY {indexed}"
     sql = (
-        f"SELECT o.id, o.last_modified, o.data FROM objects AS o"
+        f"SELECT o.id, o.last_modified, o.data FROM objects AS o{hint}"
         f" WHERE {' AND '.join(conditions)}{_order_by(query.sorting, params)}"
     )
     if query.limit is not None:
@@ -593,29 +699,110 @@ def count_sql(resource_name: str, parent_id: str, query: ListQuery) -> tuple[str
 
 
 def _conditions(
-    resource_name: str, parent_id: str, query: ListQuery, params: SQLParams, *, live_only: bool
+    resource_name: str,
+    parent_id: str,
+    query: ListQuery,
+    params: SQLParams,
+    *,
+    live_only: bool,
+    indexed: bool = False,
 ) -> list[str]:
-    conditions = [
-        f"o.parent_id = {params(parent_id)}",
-        f"o.resource_name = {params(resource_name)}",
-    ]
+    if indexed:
+        # Literals, like the predicate of the partial automatic index (index_statement).
+        conditions = [
+            f"o.parent_id = {_literal(parent_id)}",
+            f"o.resource_name = {_literal(resource_name)}",
+        ]
+    else:
+        conditions = [
+            f"o.parent_id = {params(parent_id)}",
+            f"o.resource_name = {params(resource_name)}",
+        ]
     if live_only or not query.include_deleted:
         conditions.append("o.deleted = 0")
     if query.ids is not None:
         conditions.append(params.strings_in("o.id", sorted(query.ids)))
-    conditions.extend(_filter(flt, params) for flt in query.filters)
+    for flt in query.filters:
+        if indexed and _indexable_equality(flt):
+            # Implied by the exact condition below (json_extract() gives the value itself
+            # for such values), and the first columns of the automatic index.
+            field = _field(flt.field, params)
+            assert isinstance(field, _JsonField)
+            rank = type_rank(flt.value)
+            conditions.append(f"{_equality_key(field)} = {params(_bound(flt.value, rank))}")
+        conditions.append(_filter(flt, params))
     return conditions
 
 
-def _order_by(sorting: Sequence[Sort], params: SQLParams) -> str:
+def _equality_key(field: _JsonField) -> str:
+    return f"json_extract({field.doc}, {field.path})"
+
+
+def _indexable_equality(flt: Filter) -> bool:
+    """An equality filter on a JSON field that a JSON path names, with a value that
+    json_extract() renders exactly (a string without U+0000, a 64-bit integer, a float,
+    a boolean)."""
+    value = flt.value
+    return (
+        flt.operator is Comparison.EQ
+        and flt.field not in ("id", "last_modified")
+        and _pathable(flt.field)
+        and type_rank(value) in (1, 2, 3)
+        and _sql_scalar(value)
+        and not (isinstance(value, str) and "\x00" in value)
+    )
+
+
+def index_shape(resource_name: str, parent_id: str, query: ListQuery) -> Shape | None:
+    """The shape of the automatic index that would serve this listing, if any."""
+    if "\x00" in parent_id or "\x00" in resource_name:
+        return None  # an SQL literal cannot hold it
+    return shape_of(
+        parent_id,
+        resource_name,
+        query,
+        equality_indexable=_indexable_equality,
+        field_indexable=lambda name: len(name) <= _MAX_INDEXED_NAME and _pathable(name),
+    )
+
+
+def index_statement(shape: Shape) -> tuple[str, str]:
+    """The name and ``CREATE INDEX`` statement of the automatic index of `shape`: the
+    expressions of :func:`list_sql` with ``indexed=True``, on the scope's live objects."""
+    params = SQLParams()  # unused: indexable fields compile without parameters
+    columns = []
+    for name in shape.equal:
+        field = _field(name, params, "")
+        assert isinstance(field, _JsonField)
+        columns.append(f"({_equality_key(field)})")
+    columns += [f"({sql}) {direction}" for sql, direction in _sort_terms(shape.sorting, params, "")]
+    assert not params.values
+    definition = (
+        f"ON objects ({', '.join(columns)}) WHERE parent_id = {_literal(shape.parent_id)}"
+        f" AND resource_name = {_literal(shape.resource_name)} AND deleted = 0"
+    )
+    name = PREFIX + hashlib.sha256(definition.encode()).hexdigest()[:24]
+    return name, f"CREATE INDEX IF NOT EXISTS {name} {definition}"
+
+
+def _sort_terms(
+    sorting: Sequence[Sort], params: SQLParams, table: str = "o."
+) -> list[tuple[str, str]]:
+    """The ORDER BY expressions of `sorting` and their directions (also the columns of
+    the automatic indexes serving it, with `table` ``""``)."""
     terms = []
     for sort in sorting:
         direction = "DESC" if sort.direction < 0 else "ASC"
-        field = _field(sort.field, params)
+        field = _field(sort.field, params, table)
         if isinstance(field, _Column):
-            terms.append(f"{field.sql} {direction}")
+            terms.append((field.sql, direction))
         else:
-            terms.append(f"{field.rank} {direction}, {field.sort_value} {direction}")
+            terms.extend([(field.rank, direction), (field.sort_value, direction)])
+    return terms
+
+
+def _order_by(sorting: Sequence[Sort], params: SQLParams) -> str:
+    terms = [f"{sql} {direction}" for sql, direction in _sort_terms(sorting, params)]
     return f" ORDER BY {', '.join(terms)}" if terms else ""
 
 
