@@ -35,6 +35,7 @@ __all__ = [
     "CONFIG_ENV_VAR",
     "ENV_PREFIX",
     "LOG_LEVELS",
+    "OPENID_OPTIONS",
     "PLUGINS",
     "PRINCIPAL_PERMISSIONS",
     "PRINCIPAL_RESOURCES",
@@ -43,6 +44,7 @@ __all__ = [
     "SettingsError",
     "format_value",
     "iter_settings",
+    "openid_provider_options",
 ]
 
 ENV_PREFIX: Final = "NUAGES_"
@@ -134,6 +136,97 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[Any], Any]:
         return normalised
 
     return check
+
+
+_QUOTA_OVERRIDE: Final = re.compile(
+    r"^quotas_((?:bucket|collection)_.+_(?:max_bytes|max_items|max_bytes_per_item))$"
+)
+
+
+def _quota_overrides(values: tuple[str, ...]) -> tuple[str, ...]:
+    for value in values:
+        name, sep, limit = value.partition("=")
+        if not sep or not _QUOTA_OVERRIDE.fullmatch("quotas_" + name):
+            raise _Invalid(f"expected <bucket|collection>_<ids>_<limit>=<number>, got {value!r}")
+        if limit and (not limit.isdigit() or not limit.isascii()):
+            raise _Invalid(f"{name} must be a non-negative integer or empty, got {limit!r}")
+    return values
+
+
+# OpenID Connect providers (Kinto's multiauth.policy.<name>.<option>): each setting
+# openid_<name>_<option> lands in openid_provider_settings as '<name>_<option>=<value>'.
+OPENID_OPTIONS: Final = (
+    "issuer",
+    "client_id",
+    "client_secret",
+    "audience",
+    "userid_field",
+    "header_type",
+    "userinfo",
+    "verification_ttl_seconds",
+    "state_ttl_seconds",
+    "state_length",
+    "allowed_scopes",
+    "trusted_callback_urls",
+)
+_OPENID_SETTING: Final = re.compile(rf"^openid_([a-z][a-z0-9]*)_({'|'.join(OPENID_OPTIONS)})$")
+# Provider names are user id prefixes: never one of another policy or of system principals.
+_OPENID_RESERVED: Final = frozenset({"account", "accounts", "basicauth", "system"})
+
+
+def _openid_option(option: str, value: object) -> object:
+    """The typed value of one provider option (a string, int, bool or tuple of strings)."""
+    if option == "userinfo":
+        return _to_bool(value)
+    if option in ("verification_ttl_seconds", "state_ttl_seconds"):
+        return _at_least(0 if option.startswith("verification") else 1)(_to_int(value))
+    if option == "state_length":
+        return _between(8, 256)(_to_int(value))
+    if option in ("allowed_scopes", "trusted_callback_urls"):
+        return _to_strs(value)
+    text = _to_str(value)
+    if option == "header_type" and not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", text):
+        raise _Invalid(f"expected an HTTP authentication scheme such as Bearer, got {text!r}")
+    return text if option in ("client_secret", "audience") else _not_empty(text)
+
+
+def _subset_of_names(values: tuple[str, ...]) -> tuple[str, ...]:
+    for value in values:
+        if not re.fullmatch(r"[a-z][a-z0-9]*", value):
+            raise _Invalid(f"a provider name is lowercase letters and digits, got {value!r}")
+        if value in _OPENID_RESERVED:
+            raise _Invalid(f"{value!r} is reserved (the prefix of other user ids)")
+    return tuple(dict.fromkeys(values))
+
+
+def _openid_entry(name: str, option: str, value: object) -> str:
+    typed = _openid_option(option, value)
+    if isinstance(typed, bool):
+        typed = "true" if typed else "false"
+    elif isinstance(typed, tuple):
+        typed = " ".join(typed)
+    return f"{name}_{option}={typed}"
+
+
+def _openid_entries(values: tuple[str, ...]) -> tuple[str, ...]:
+    for value in values:
+        key, sep, raw = value.partition("=")
+        m = _OPENID_SETTING.fullmatch("openid_" + key)
+        if not sep or m is None:
+            raise _Invalid(f"expected <provider>_<option>=<value>, got {key!r}")
+        _openid_option(m.group(2), raw)
+    return values
+
+
+def openid_provider_options(settings: Settings) -> dict[str, dict[str, object]]:
+    """Options of each provider of ``openid_providers``, typed, in order (only those set)."""
+    options: dict[str, dict[str, object]] = {name: {} for name in settings.openid_providers}
+    for entry in settings.openid_provider_settings:
+        key, _, raw = entry.partition("=")
+        m = _OPENID_SETTING.fullmatch("openid_" + key)
+        if m is not None and m.group(1) in options:
+            options[m.group(1)][m.group(2)] = _openid_option(m.group(2), raw)
+    return options
 
 
 def _not_empty(value: str) -> str:
@@ -425,6 +518,24 @@ class Settings:
             check=_at_least(0),
         ),
     )
+    quotas_collection_max_bytes_per_item: int | None = field(
+        default=None,
+        metadata=_meta(
+            "Quotas plugin: largest size of one record of a collection; empty means no limit.",
+            check=_at_least(0),
+        ),
+    )
+    quotas_overrides: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "Quotas plugin: limits of one bucket or collection, as Kinto's per-bucket settings: "
+            "each setting quotas_bucket_<bucket_id>_<limit>, quotas_collection_<bucket_id>_<limit> "
+            "(every collection of the bucket) or quotas_collection_<bucket_id>_<collection_id>_"
+            "<limit> (limit: max_bytes, max_items, max_bytes_per_item; empty value: no limit) "
+            "lands here as '<name without quotas_>=<value>'.",
+            check=_quota_overrides,
+        ),
+    )
     attachment_base_path: str = field(
         default="./attachments",
         metadata=_meta(
@@ -443,10 +554,74 @@ class Settings:
     attachment_max_size_bytes: int | None = field(
         default=None,
         metadata=_meta(
-            "Attachment plugin: largest attached file (max_request_body_bytes bounds the whole "
-            "upload anyway); empty means no other limit.",
+            "Attachment plugin: largest attached file, checked while it is received (400 "
+            "beyond); empty means max_request_body_bytes.",
             check=_at_least(1),
         ),
+    )
+    attachment_folder: str = field(
+        default="{bucket_id}/{collection_id}",
+        metadata=_meta(
+            "Attachment plugin: sub-folder of a record's files under attachment_base_path, with "
+            "placeholders {bucket_id}, {collection_id}, {id} (the record's); may be empty."
+        ),
+    )
+    attachment_keep_old_files: bool = field(
+        default=False,
+        metadata=_meta(
+            "Attachment plugin: keep a file when its attachment is replaced or removed, or its "
+            "record, collection or bucket deleted."
+        ),
+    )
+    attachment_extensions: str = field(
+        default="default",
+        metadata=_meta(
+            "Attachment plugin: allowed file extensions, as kinto-attachment: groups (documents, "
+            "text, images, audio, video, data, scripts, archives, executables, default, any) "
+            "and extensions, joined by '+' (e.g. 'images+pdf txt').",
+            check=_not_empty,
+        ),
+    )
+    attachment_mimetypes: str = field(
+        default="",
+        metadata=_meta(
+            "Attachment plugin: MIME type recorded for some extensions, as kinto-attachment: "
+            "'.ext:type;.ext:type' (.pem and .geojson have one by default)."
+        ),
+    )
+    attachment_allowed_mimetypes: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "Attachment plugin: MIME types accepted (fnmatch patterns, e.g. image/*); empty "
+            "accepts any."
+        ),
+    )
+    attachment_gzipped: bool = field(
+        default=False,
+        metadata=_meta(
+            "Attachment plugin: store files gzipped (a ?gzipped=true|false query parameter "
+            "decides per upload), the original's metadata in the attachment's 'original'."
+        ),
+    )
+    attachment_s3_bucket: str | None = field(
+        default=None,
+        metadata=_meta(
+            "Attachment plugin: store files in this S3 bucket instead of attachment_base_path "
+            "(needs the s3 extra: pip install nuages[s3]; credentials from the usual AWS_* "
+            "variables or files)."
+        ),
+    )
+    attachment_s3_endpoint_url: str | None = field(
+        default=None,
+        metadata=_meta(
+            "Attachment plugin: URL of an S3-compatible service (MinIO, Ceph, ...); empty "
+            "means AWS.",
+            url=True,
+        ),
+    )
+    attachment_s3_region: str | None = field(
+        default=None,
+        metadata=_meta("Attachment plugin: region of the S3 bucket; empty means AWS's default."),
     )
 
     # Plugins
@@ -529,9 +704,34 @@ class Settings:
     openid_jwks_cache_seconds: int = field(
         default=3600,
         metadata=_meta(
-            "How long the issuer's discovery document and signing keys are kept before being "
-            "fetched again (an unknown key id refetches them sooner).",
+            "How long each OpenID provider's discovery document and signing keys are kept "
+            "before being fetched again (an unknown key id refetches them sooner).",
             check=_at_least(1),
+        ),
+    )
+    openid_providers: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "OpenID Connect providers (Kinto's policies using OpenIDConnectPolicy), tried in "
+            "this order where auth lists openid. Each is configured with settings "
+            "openid_<name>_<option> (Kinto's multiauth.policy.<name>.<option>): issuer and "
+            "client_id (required), client_secret, audience (when set, tokens must be JWTs of "
+            "this audience), userid_field (sub), header_type (Bearer), userinfo (true: the "
+            "user comes from the userinfo endpoint; false: from the JWT, needs audience), "
+            "verification_ttl_seconds (86400), state_ttl_seconds (3600), state_length (32), "
+            "allowed_scopes (openid email profile), trusted_callback_urls (default: "
+            "http://localhost:*/* and http://127.0.0.1:*/*). User ids are <name>:<user>. "
+            "Names: lowercase letters and digits.",
+            check=_subset_of_names,
+        ),
+    )
+    openid_provider_settings: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "Where the openid_<name>_<option> settings land, as '<name>_<option>=<value>' "
+            "(set those instead).",
+            check=_openid_entries,
+            secret=True,
         ),
     )
 
@@ -801,8 +1001,27 @@ class Settings:
             yield "auth: 'basicauth' must come after 'accounts' (it identifies anyone)"
         if "accounts" in self.plugins and "accounts" not in self.auth:
             yield "plugins: the accounts plugin needs the accounts auth policy (auth = accounts)"
-        if "openid" in self.auth and not (self.openid_issuer and self.openid_audience):
-            yield "auth: the openid policy needs openid_issuer and openid_audience"
+        legacy = bool(self.openid_issuer and self.openid_audience)
+        if "openid" in self.auth and not (legacy or self.openid_providers):
+            yield (
+                "auth: the openid policy needs openid_issuer and openid_audience, "
+                "or openid_providers"
+            )
+        if self.openid_providers and "openid" not in self.auth:
+            yield "openid_providers: add openid to auth to accept their tokens"
+        if legacy and "openid" in self.openid_providers:
+            yield "openid_providers: 'openid' is the provider of openid_issuer already"
+        options = openid_provider_options(self)
+        for name, given in options.items():
+            for required in ("issuer", "client_id"):
+                if required not in given:
+                    yield f"openid_providers: provider {name!r} needs openid_{name}_{required}"
+            if given.get("userinfo") is False and not given.get("audience"):
+                yield f"openid_{name}_userinfo: false needs openid_{name}_audience"
+        for entry in self.openid_provider_settings:
+            m = _OPENID_SETTING.fullmatch("openid_" + entry.partition("=")[0])
+            if m is not None and m.group(1) not in options:
+                yield f"openid_{m.group(1)}_*: {m.group(1)!r} is not in openid_providers"
 
     @classmethod
     def load(
@@ -1105,6 +1324,32 @@ def _take(
     """Convert one raw value into ``values[name]``, or append a problem naming the setting."""
     spec = _SPECS.get(name)
     shown = env_var or repr(name)
+    provider = _OPENID_SETTING.fullmatch(name) if spec is None else None
+    if provider is not None:
+        # A provider option (Kinto's multiauth.policy.<name>.<option>).
+        try:
+            entry = _openid_entry(provider.group(1), provider.group(2), raw)
+        except _Invalid as exc:
+            problems.append(f"{label}{env_var or name}: {exc}")
+            return
+        kept = [
+            e
+            for e in typing.cast(Any, values.get("openid_provider_settings", ()))
+            if e.partition("=")[0] != entry.partition("=")[0]
+        ]
+        values["openid_provider_settings"] = (*kept, entry)
+        return
+    override = _QUOTA_OVERRIDE.fullmatch(name) if spec is None else None
+    if override is not None:
+        # A per-bucket/collection quota (Kinto's quotas.bucket_<bid>_max_bytes...).
+        try:
+            limit = _SPECS["quotas_bucket_max_bytes"].convert(raw)
+        except _Invalid as exc:
+            problems.append(f"{label}{env_var or name}: {exc}")
+            return
+        entry = f"{override.group(1)}={'' if limit is None else limit}"
+        values["quotas_overrides"] = (*typing.cast(Any, values.get("quotas_overrides", ())), entry)
+        return
     if spec is None:
         # Compare bare names: the shared NUAGES_ prefix would make any name look close.
         close = difflib.get_close_matches(name, _SPECS, n=1)

@@ -55,14 +55,57 @@ async def test_failures_from_one_address_count_across_users(client: httpx.AsyncC
     assert response.status_code == 429
 
 
-async def test_unknown_users_and_anonymous_requests_are_not_counted(
+async def test_unknown_user_names_are_counted_too(client: httpx.AsyncClient) -> None:
+    # Probing for user names is throttled like guessing passwords: per name...
+    await fail(client, "nobody", 3)
+    response = await client.get("/v1/buckets", auth=("nobody", "x"))
+    assert response.status_code == 429
+    assert 0 < int(response.headers["Retry-After"]) <= 60
+
+
+async def test_probing_many_user_names_from_one_address_is_throttled(
     client: httpx.AsyncClient,
 ) -> None:
     await signup(client, "alice")
+    for name in ("ann", "bob", "eve@example.com"):
+        await fail(client, name, 1)
+    response = await client.get("/v1/", auth=("alice", PASSWORD))
+    assert response.status_code == 429
+    response = await client.get("/v1/", auth=("not a valid name", "x"))
+    assert response.status_code == 429
+
+
+async def test_anonymous_requests_are_not_counted(client: httpx.AsyncClient) -> None:
+    await signup(client, "alice")
     for _ in range(5):
-        assert await whoami(client, ("nobody", "x")) is None
         assert (await client.get("/v1/")).status_code == 200
+        assert (await client.get("/v1/", headers={"Authorization": "Basic %%%"})).is_success
     assert await whoami(client, ("alice", PASSWORD)) == "account:alice"
+
+
+async def test_with_basicauth_unknown_names_are_not_failures(make_client: AppFactory) -> None:
+    # basicauth identifies any credentials: an unknown account name is a basicauth user.
+    settings = {**GUARDED, "auth": "accounts basicauth"}
+    async with make_client(**settings) as client:
+        client.auth = None  # type: ignore[assignment]
+        for _ in range(5):
+            assert (await whoami(client, ("nobody", "x"))) is not None
+        assert (await client.get("/v1/", auth=("nobody", "x"))).status_code == 200
+
+
+async def test_concurrent_failures_are_all_counted(make_client: AppFactory) -> None:
+    # Counters are atomic increments: failures racing each other cannot be lost.
+    async with make_client(
+        **{**GUARDED, "brute_force_max_failures": 6}, brute_force_window_seconds=60
+    ) as client:
+        client.auth = None  # type: ignore[assignment]
+        await signup(client, "alice")
+        responses = await asyncio.gather(
+            *(client.get("/v1/", auth=("alice", "wrong")) for _ in range(6))
+        )
+        assert all(r.status_code == 200 for r in responses)  # anonymous, not refused yet
+        response = await client.get("/v1/", auth=("alice", PASSWORD))
+        assert response.status_code == 429
 
 
 async def test_the_window_slides(make_client: AppFactory) -> None:

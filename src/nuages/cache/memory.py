@@ -35,6 +35,17 @@ class MemoryCache:
         del self._data[key]
         return entry[1]
 
+    async def increment(self, key: str, ttl: float) -> tuple[int, float]:
+        # No await inside: atomic for every task of this process (the only sharers).
+        now = time.monotonic()
+        entry = self._alive(key)
+        if entry is None or not isinstance(entry[1], int) or isinstance(entry[1], bool):
+            await self.set(key, 1, ttl)
+            return 1, ttl
+        expires, value = entry
+        self._data[key] = (expires, value + 1)
+        return value + 1, expires - now
+
     async def delete(self, key: str) -> None:
         self._data.pop(key, None)
 

@@ -71,6 +71,27 @@ class PostgreSQLCache:
             return None
         return orjson.loads(row[0])
 
+    async def increment(self, key: str, ttl: float) -> tuple[int, float]:
+        # The upsert locks the row: concurrent increments, in any process, run one by one.
+        async def increment(tx: PostgreSQLTransaction) -> tuple[int, float]:
+            now = time.time()
+            row = await tx.fetchrow(
+                "INSERT INTO cache (key, value, expires_at) VALUES ($1, '1', $2)"
+                " ON CONFLICT (key) DO UPDATE SET"
+                " value = CASE WHEN cache.expires_at > $3 AND cache.value ~ '^[0-9]{1,18}$'"
+                " THEN (cache.value::bigint + 1)::text ELSE '1' END,"
+                " expires_at = CASE WHEN cache.expires_at > $3"
+                " THEN cache.expires_at ELSE excluded.expires_at END"
+                " RETURNING value, expires_at",
+                key,
+                now + ttl,
+                now,
+            )
+            assert row is not None
+            return int(row[0]), float(row[1]) - now
+
+        return await self.db.run_write(increment)
+
     async def delete(self, key: str) -> None:
         async def delete(tx: PostgreSQLTransaction) -> None:
             await tx.execute("DELETE FROM cache WHERE key = $1", key)

@@ -24,12 +24,16 @@ class RedisCache:
     ) -> None:
         self.url = url
         self.prefix = prefix
-        self._client = aioredis.Redis.from_url(
+        # A blocking pool: past `pool_size` operations at once, the next ones wait (up to
+        # `timeout`) for a free connection instead of failing with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             max_connections=pool_size,
+            timeout=timeout,
         )
+        self._client = aioredis.Redis(connection_pool=pool)
 
     async def get(self, key: str) -> Any | None:
         try:
@@ -54,6 +58,20 @@ class RedisCache:
         except RedisError as exc:
             raise BackendError(f"Redis: {exc}") from exc
         return None if value is None else orjson.loads(value)
+
+    async def increment(self, key: str, ttl: float) -> tuple[int, float]:
+        # MULTI/EXEC: create the counter with its expiry if absent, add one, read the
+        # expiry, with no other client's command in between.
+        name = self.prefix + key
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.set(name, 0, px=max(1, round(ttl * 1000)), nx=True)
+                pipe.incr(name)
+                pipe.pttl(name)
+                _, value, left_ms = await pipe.execute()
+        except RedisError as exc:
+            raise BackendError(f"Redis: {exc}") from exc
+        return int(value), max(0, int(left_ms)) / 1000
 
     async def delete(self, key: str) -> None:
         try:
@@ -81,4 +99,4 @@ class RedisCache:
             raise BackendError(f"Redis: {exc}") from exc
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._client.aclose(close_connection_pool=True)

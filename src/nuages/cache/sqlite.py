@@ -73,6 +73,30 @@ class SQLiteCache:
             return None
         return orjson.loads(rows[0][0])
 
+    async def increment(self, key: str, ttl: float) -> tuple[int, float]:
+        # One upsert in the single writer's transaction: increments never interleave, also
+        # across processes sharing the file.
+        def increment(conn: sqlite3.Connection) -> tuple[int, float]:
+            now = time.time()
+            conn.execute(
+                "DELETE FROM cache WHERE key IN"
+                " (SELECT key FROM cache WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)",
+                (now, _PURGE_BATCH),
+            )
+            value, expires_at = conn.execute(
+                "INSERT INTO cache (key, value, expires_at) VALUES (?, '1', ?)"
+                " ON CONFLICT (key) DO UPDATE SET"
+                " value = CASE WHEN cache.expires_at > ?"
+                " THEN CAST(CAST(cache.value AS INTEGER) + 1 AS TEXT) ELSE '1' END,"
+                " expires_at = CASE WHEN cache.expires_at > ?"
+                " THEN cache.expires_at ELSE excluded.expires_at END"
+                " RETURNING value, expires_at",
+                (key, now + ttl, now, now),
+            ).fetchone()
+            return int(value), expires_at - now
+
+        return await self.db.run_write(increment)
+
     async def delete(self, key: str) -> None:
         await self.db.run_write(
             lambda conn: conn.execute("DELETE FROM cache WHERE key = ?", (key,))
@@ -82,7 +106,7 @@ class SQLiteCache:
         return await self.db.ping()
 
     async def flush(self) -> None:
-        await self.db.run_write(lambda conn: conn.execute("DELETE FROM cache"))
+        await self.db.run_write(lambda conn: conn.execute("DELETE FROM cache"), heavy=True)
 
     async def aclose(self) -> None:
         await self.db.aclose()

@@ -76,3 +76,29 @@ class CacheContract:
 
     async def test_ping(self, cache: Cache) -> None:
         assert await cache.ping() is True
+
+    async def test_increment_counts_from_one(self, cache: Cache) -> None:
+        assert (await cache.increment("hits", ttl=60))[0] == 1
+        value, left = await cache.increment("hits", ttl=60)
+        assert value == 2 and 0 < left <= 60
+        assert await cache.get("hits") == 2
+
+    async def test_increment_keeps_the_first_expiry(self, cache: Cache) -> None:
+        await cache.increment("hits", ttl=0.3)
+        await asyncio.sleep(0.1)
+        value, left = await cache.increment("hits", ttl=60)  # a fixed window: not renewed
+        assert value == 2 and left <= 0.3
+        await asyncio.sleep(0.3)
+        assert await cache.get("hits") is None
+        value, left = await cache.increment("hits", ttl=60)
+        assert value == 1 and 59 <= left <= 60
+
+    async def test_increment_after_set(self, cache: Cache) -> None:
+        await cache.set("hits", 41, ttl=60)
+        assert (await cache.increment("hits", ttl=60))[0] == 42
+
+    async def test_concurrent_increments_are_all_counted(self, cache: Cache) -> None:
+        # 10 at once: the Redis test client's pool has 10 connections.
+        results = await asyncio.gather(*(cache.increment("hits", ttl=60) for _ in range(10)))
+        assert sorted(value for value, _ in results) == list(range(1, 11))
+        assert await cache.get("hits") == 10

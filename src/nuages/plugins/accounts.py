@@ -24,6 +24,7 @@ passwords feed the :class:`~nuages.plugins.brute_force.BruteForceGuard`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import re
@@ -81,6 +82,16 @@ def verify_password(hashed: str, password: str) -> bool:
         return _HASHER.verify(hashed, password)
     except (Argon2Error, InvalidHashError):
         return False
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash no password matches, verified for unknown user names (same cost)."""
+    return hash_password(secrets.token_hex(16))
+
+
+def _verify_unknown(password: str) -> bool:
+    return verify_password(_dummy_hash(), password)
 
 
 def _no_generated_id() -> str:
@@ -191,6 +202,9 @@ class AccountsPolicy:
         self._cache = dispatcher.service.cache
         self._ttl = settings.account_cache_ttl_seconds
         self._guard = guard
+        # With basicauth listed too, unknown credentials identify a basicauth user: not a
+        # failed login.
+        self._count_unknown = "basicauth" not in settings.auth
         # Without a configured secret, a random one per process: the cache keys then cannot
         # be recomputed from a guessed password by whoever reads the cache (each process
         # only verifies once per TTL on its own).
@@ -206,12 +220,18 @@ class AccountsPolicy:
         if credentials is None:
             return None
         username = credentials.username
-        if not username.isascii() or ACCOUNT_ID.fullmatch(username) is None:
-            return None
-        async with self._dispatcher.transaction(tx, write=False) as t:
-            account = await t.storage.get(ACCOUNT.name, "", username)
+        account = None
+        if username.isascii() and ACCOUNT_ID.fullmatch(username) is not None:
+            async with self._dispatcher.transaction(tx, write=False) as t:
+                account = await t.storage.get(ACCOUNT.name, "", username)
         stored = account.get("password") if account is not None else None
         if not isinstance(stored, str):
+            if self._count_unknown:
+                # A failed login too (probing user names): throttled, and as slow as a
+                # wrong password, so that timing does not tell which accounts exist.
+                await self._guard.check(username, req.client)
+                await asyncio.to_thread(_verify_unknown, credentials.password)
+                await self._guard.failed(username, req.client)
             return None  # no such account: maybe the next policy knows these credentials
         user_id = f"{PREFIX}:{username}"
         # The value is a digest of the stored hash: a new password or a deleted account

@@ -1,16 +1,19 @@
-"""Brute-force protection of password logins: a sliding window of failures in the cache.
+"""Brute-force protection of password logins: atomic failure counters in the cache.
 
-Each wrong password is remembered (its time) under two keys: one for the user name, one for
-the client address. Once either holds ``max_failures`` failures younger than ``window``
-seconds, logins for that user (or from that address) are refused with 429 and a
-``Retry-After`` saying when the oldest counted failure leaves the window — so nobody is ever
-locked out for longer than the window, and a correct password already verified (and cached)
+Each failed login — a wrong password, or a user name with no account (so that probing for
+user names is throttled as much as guessing passwords) — adds one to two counters: one for
+the user name, one for the client address. A counter lives ``window`` seconds from its
+first failure (a fixed window, :meth:`nuages.cache.protocol.Cache.increment`). Once it
+reaches ``max_failures``, a *blocked* marker is stored until the counter expires, and logins
+for that user (or from that address) are refused with 429 and a ``Retry-After`` saying
+when the window ends. Refused attempts are not verified and not counted, so nobody is ever
+locked out for longer than one window; and a correct password already verified (and cached)
 is still accepted, so an attacker cannot lock a signed-in user out.
 
-Keys are HMACs of the user name (no user name lands in the cache in clear). Updates are a
-read then a write, not atomic: concurrent failures may be under-counted by a few, which only
-shifts the threshold slightly; the cache is shared by every server process that shares the
-backend, so the window holds across processes.
+Increments are atomic in every cache backend (one upsert in SQL, ``MULTI`` in Redis), so
+the limit holds exactly across every server process sharing the cache: concurrent failures
+are all counted. Keys are HMACs of the user name (no user name lands in the cache in
+clear); addresses are stored as sent by the server (``client`` of the ASGI scope).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
     from nuages.cache.protocol import Cache
 
 __all__ = ["BruteForceGuard"]
+
+_BLOCKED = ":blocked"
 
 
 class BruteForceGuard:
@@ -51,14 +56,8 @@ class BruteForceGuard:
         digest = hmac.new(self._secret, username.encode(), hashlib.sha256).hexdigest()
         keys = [f"auth-failures:user:{digest}"]
         if address:
-            keys.append(f"auth-failures:address:{address}")
+            keys.append(f"auth-failures:address:{address[:100]}")
         return keys
-
-    async def _recent(self, key: str, now: float) -> list[float]:
-        value = await self._cache.get(key)
-        if not isinstance(value, list):
-            return []
-        return sorted(t for t in value if isinstance(t, int | float) and t > now - self.window)
 
     async def check(self, username: str, address: str | None) -> None:
         """Raise :class:`TooManyRequests` when the user or the address is over the limit."""
@@ -67,21 +66,18 @@ class BruteForceGuard:
         now = time.time()
         wait = 0.0
         for key in self._keys(username, address):
-            failures = await self._recent(key, now)
-            if len(failures) >= self.max_failures:
-                # Allowed again once enough failures left the window to be under the limit.
-                freed_at = failures[len(failures) - self.max_failures] + self.window
-                wait = max(wait, freed_at - now)
+            until = await self._cache.get(key + _BLOCKED)
+            if isinstance(until, int | float) and not isinstance(until, bool):
+                wait = max(wait, min(until - now, self.window))
         if wait > 0:
             raise TooManyRequests(max(1, math.ceil(wait)))
 
     async def failed(self, username: str, address: str | None) -> None:
-        """Remember one failed login for this user and this address."""
+        """Count one failed login for this user and this address."""
         if not self.enabled:
             return
-        now = time.time()
         for key in self._keys(username, address):
-            failures = await self._recent(key, now)
-            failures.append(now)
-            # Only the newest max_failures matter for the decision: the value stays small.
-            await self._cache.set(key, failures[-self.max_failures :], self.window)
+            count, left = await self._cache.increment(key, self.window)
+            if count >= self.max_failures and left > 0:
+                # Blocked until the counter's window ends (and the counter with it).
+                await self._cache.set(key + _BLOCKED, time.time() + left, left)

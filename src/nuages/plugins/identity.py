@@ -30,7 +30,7 @@ def install(dispatcher: Dispatcher) -> None:
         elif name == "openid":
             from nuages.plugins import openid
 
-            policies.append(openid.install_policy(dispatcher))
+            policies.extend(openid.install_policies(dispatcher))
     dispatcher.authenticator = Authenticator(policies)
     if "accounts" in settings.plugins:
         from nuages.plugins import accounts
