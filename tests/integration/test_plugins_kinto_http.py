@@ -4,6 +4,7 @@ over SQLite."""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def alice(server: str) -> Client:
 
 def test_capabilities(alice: Client) -> None:
     capabilities = alice.server_info()["capabilities"]
-    assert {"schema", "history", "quotas"} <= set(capabilities)
+    assert {"schema", "history", "quotas", "attachments"} <= set(capabilities)
 
 
 def test_schema_violation_is_a_400(alice: Client) -> None:
@@ -133,3 +134,54 @@ def test_attachments(alice: Client, tmp_path: Path) -> None:
     assert Path(downloaded).read_bytes() == source.read_bytes()
     alice.remove_attachment(id="doc")
     assert alice.get_record(id="doc")["data"]["attachment"] is None
+
+
+def _gone(url: str) -> bool:
+    """Whether the file at `url` is removed within a few seconds (removal follows the commit)."""
+    for _ in range(50):
+        if httpx.get(url, timeout=5).status_code == 404:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_attachment_lifecycle(alice: Client, tmp_path: Path) -> None:
+    capability = alice.server_info()["capabilities"]["attachments"]
+    assert capability["base_url"].endswith("/v1/attachments/")
+    assert capability["gzipped"] is False
+    first = tmp_path / "first.json"
+    first.write_bytes(b'{"version": 1}')
+    second = tmp_path / "second.png"
+    second.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40)
+    bob_reads = {"read": [basicauth_userid("", "bob:pw")]}
+    one = alice.add_attachment(
+        id="doc", filepath=str(first), data={"title": "doc"}, permissions=bob_reads
+    )
+    assert one["mimetype"] == "application/json"
+    assert (
+        httpx.get(capability["base_url"] + one["location"], timeout=5).content == b'{"version": 1}'
+    )
+    bob = Client(server_url=alice.session.server_url, auth=BOB, bucket="app", collection="tasks")
+    assert bob.get_record(id="doc")["data"]["attachment"] == one
+    with pytest.raises(KintoException) as exc:
+        bob.add_attachment(id="doc", filepath=str(second))
+    assert exc.value.response.status_code == 403
+    two = alice.add_attachment(id="doc", filepath=str(second))
+    assert two["mimetype"] == "image/png" and two["size"] == second.stat().st_size
+    assert _gone(capability["base_url"] + one["location"])
+    downloaded = alice.download_attachment(
+        alice.get_record(id="doc")["data"], filepath=str(tmp_path / "out.png")
+    )
+    assert Path(downloaded).read_bytes() == second.read_bytes()
+    # Hand-editing the metadata is refused; deleting the record takes the file.
+    with pytest.raises(KintoException) as exc:
+        alice.patch_record(id="doc", data={"attachment": one})
+    assert exc.value.response.status_code == 400
+    alice.delete_record(id="doc")
+    assert _gone(capability["base_url"] + two["location"])
+    # Extensions outside kinto-attachment's default list are refused.
+    script = tmp_path / "run.sh"
+    script.write_text("echo hi\n")
+    with pytest.raises(KintoException) as exc:
+        alice.add_attachment(id="script", filepath=str(script))
+    assert exc.value.response.status_code == 400

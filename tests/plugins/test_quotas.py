@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import httpx
+import pytest
 from tests.conftest import BOB, AppFactory, userid
 
 from nuages.plugins.quotas import object_size
@@ -153,3 +154,98 @@ async def test_bucket_deletion_resets_usage(make_client: AppFactory) -> None:
         await setup(c)
         assert (await usage(c))["record_count"] == 0
         assert (await c.post(RECORDS, json={"data": {}})).status_code == 201
+
+
+async def test_per_bucket_and_per_collection_overrides(make_client: AppFactory) -> None:
+    settings = {
+        "plugins": ["quotas"],
+        "quotas_collection_max_items": 1,
+        "quotas_collection_b_max_items": 2,  # every collection of bucket b
+        "quotas_collection_b_c_max_items": 3,  # collection c of bucket b
+        "quotas_collection_b_unlimited_max_items": "",  # no limit there
+        "quotas_bucket_other_max_items": 1,
+    }
+    async with make_client(**settings) as c:
+        await setup(c)
+        for bucket, collection in (("b", "d"), ("b", "unlimited"), ("other", "c"), ("x_y", "c")):
+            await c.put(f"/v1/buckets/{bucket}")
+            await c.put(f"/v1/buckets/{bucket}/collections/{collection}")
+
+        async def fill(bucket: str, collection: str, tries: int = 5) -> list[int]:
+            path = f"/v1/buckets/{bucket}/collections/{collection}/records"
+            return [(await c.post(path, json={"data": {}})).status_code for _ in range(tries)]
+
+        assert (await fill("b", "c")).count(201) == 3
+        assert (await fill("b", "d")).count(201) == 2
+        assert (await fill("b", "unlimited")).count(201) == 5
+        assert (await fill("x_y", "c")).count(201) == 1  # the default
+        statuses = await fill("other", "c")
+        assert statuses == [201, 507, 507, 507, 507]
+        r = await c.post("/v1/buckets/other/collections/c/records", json={"data": {}})
+        assert insufficient(r) == "Bucket maximum number of objects exceeded (2 > 1 objects)."
+        limits = (await usage(c, "/v1/buckets/b/collections/c/quota"))["limits"]
+        assert limits == {"max_items": 3}
+        assert (await usage(c, "/v1/buckets/b/collections/unlimited/quota"))["limits"] == {}
+        assert (await usage(c, "/v1/buckets/other/quota"))["limits"] == {"max_items": 1}
+
+
+async def test_override_bytes_and_bytes_per_item(make_client: AppFactory) -> None:
+    settings = {
+        "plugins": ["quotas"],
+        "quotas_bucket_b_max_bytes_per_item": 200,
+        "quotas_collection_b_c_max_bytes_per_item": 100,
+        "quotas_bucket_b_max_bytes": 2000,
+    }
+    async with make_client(**settings) as c:
+        await setup(c)
+        await c.put("/v1/buckets/b/collections/d")
+        message = insufficient(await c.post(RECORDS, json={"data": {"t": "x" * 100}}))
+        assert message.startswith("Maximum bytes per object exceeded (")
+        assert message.endswith(" > 100 Bytes).")
+        other = "/v1/buckets/b/collections/d/records"
+        assert (await c.post(other, json={"data": {"t": "x" * 100}})).status_code == 201
+        insufficient(await c.post(other, json={"data": {"t": "x" * 200}}))
+        for _ in range(20):
+            r = await c.post(other, json={"data": {"t": "x" * 100}})
+            if r.status_code != 201:
+                break
+        assert insufficient(r).startswith("Bucket maximum total size exceeded (")
+        assert (await usage(c))["storage_size"] <= 2000
+        # Another bucket has no limit.
+        await c.put("/v1/buckets/free")
+        await c.put("/v1/buckets/free/collections/c")
+        r = await c.post("/v1/buckets/free/collections/c/records", json={"data": {"t": "x" * 500}})
+        assert r.status_code == 201
+
+
+async def test_overrides_are_exact_under_concurrency(make_client: AppFactory) -> None:
+    settings = {"plugins": ["quotas"], "quotas_collection_b_c_max_items": 7}
+    async with make_client(**settings) as c:
+        await setup(c)
+        await c.put("/v1/buckets/b/collections/d")
+        other = "/v1/buckets/b/collections/d/records"
+        responses = await asyncio.gather(
+            *(c.post(RECORDS if i % 2 else other, json={"data": {"i": i}}) for i in range(40))
+        )
+        limited = [r.status_code for i, r in enumerate(responses) if i % 2]
+        assert sorted(limited) == [201] * 7 + [507] * 13
+        assert all(r.status_code == 201 for i, r in enumerate(responses) if not i % 2)
+        assert (await usage(c, "/v1/buckets/b/collections/c/quota"))["record_count"] == 7
+        assert (await usage(c, "/v1/buckets/b/collections/d/quota"))["record_count"] == 20
+
+
+def test_override_settings() -> None:
+    from nuages.plugins.quotas import QuotaSettings
+    from nuages.settings import Settings, SettingsError
+
+    env = {"NUAGES_QUOTAS_BUCKET_MAIN_MAX_ITEMS": "5", "NUAGES_QUOTAS_COLLECTION_MAX_ITEMS": "9"}
+    settings = Settings.load(env=env, quotas_bucket_main_max_items=6)
+    limits = QuotaSettings(settings)
+    assert limits.limits("main").bucket_max_items == 6  # overrides win over the environment
+    assert limits.limits("main", "c").collection_max_items == 9
+    assert limits.limits("else").bucket_max_items is None
+    for bad in ({"quotas_bucket_b_max_items": "-1"}, {"quotas_bucket_b_max_items": "many"}):
+        with pytest.raises(SettingsError):
+            Settings.load(env={}, **bad)
+    with pytest.raises(SettingsError):
+        Settings.load(env={}, quotas_bucket_b_max_things=1)

@@ -45,25 +45,70 @@ BUCKET_INFO = "bucket_info"
 COLLECTION_INFO = "collection_info"
 
 
+LIMIT_NAMES: Final = ("max_bytes", "max_items", "max_bytes_per_item")
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """The ``quotas_*`` settings; None means no limit."""
+    """The limits of one bucket, or one collection; None means no limit."""
 
     bucket_max_bytes: int | None = None
     bucket_max_items: int | None = None
     bucket_max_bytes_per_item: int | None = None
     collection_max_bytes: int | None = None
     collection_max_items: int | None = None
+    collection_max_bytes_per_item: int | None = None
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Limits:
-        return cls(
+
+_UNSET: Final = object()
+
+
+class QuotaSettings:
+    """The ``quotas_*`` settings, with Kinto's per-bucket and per-collection overrides.
+
+    ``quotas_bucket_<bid>_<limit>`` replaces ``quotas_bucket_<limit>`` for bucket ``bid``;
+    ``quotas_collection_<bid>_<cid>_<limit>``, then ``quotas_collection_<bid>_<limit>``,
+    replace ``quotas_collection_<limit>`` for collection ``cid`` of ``bid``. As in Kinto the
+    keys are looked up from the ids being written, so ids containing ``_`` need no escaping.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.defaults = Limits(
             bucket_max_bytes=settings.quotas_bucket_max_bytes,
             bucket_max_items=settings.quotas_bucket_max_items,
             bucket_max_bytes_per_item=settings.quotas_bucket_max_bytes_per_item,
             collection_max_bytes=settings.quotas_collection_max_bytes,
             collection_max_items=settings.quotas_collection_max_items,
+            collection_max_bytes_per_item=settings.quotas_collection_max_bytes_per_item,
         )
+        self.overrides: dict[str, int | None] = {}
+        for entry in settings.quotas_overrides:  # later entries win (env over file, ...)
+            key, _, value = entry.partition("=")
+            self.overrides[key] = int(value) if value else None
+
+    def _pick(self, keys: tuple[str, ...], default: int | None) -> int | None:
+        for key in keys:
+            found = self.overrides.get(key, _UNSET)
+            if found is not _UNSET:
+                return found  # type: ignore[return-value]
+        return default
+
+    def limits(self, bucket_id: str, collection_id: str | None = None) -> Limits:
+        """The limits of `bucket_id` and, with `collection_id`, of that collection."""
+        if not self.overrides:
+            return self.defaults
+        values: dict[str, int | None] = {}
+        for name in LIMIT_NAMES:
+            values[f"bucket_{name}"] = self._pick(
+                (f"bucket_{bucket_id}_{name}",), getattr(self.defaults, f"bucket_{name}")
+            )
+            keys: tuple[str, ...] = (f"collection_{bucket_id}_{name}",)
+            if collection_id is not None:
+                keys = (f"collection_{bucket_id}_{collection_id}_{name}", *keys)
+            values[f"collection_{name}"] = self._pick(
+                keys, getattr(self.defaults, f"collection_{name}")
+            )
+        return Limits(**values)
 
 
 def object_size(obj: JSONObject | None) -> int:
@@ -74,8 +119,8 @@ def object_size(obj: JSONObject | None) -> int:
 class Quotas:
     """The change listener maintaining usage and enforcing :class:`Limits`."""
 
-    def __init__(self, limits: Limits) -> None:
-        self.limits = limits
+    def __init__(self, settings: QuotaSettings) -> None:
+        self.settings = settings
 
     async def on_change(self, tx: Tx, change: Change) -> None:
         if change.resource_name == "bucket" and change.action == "delete":
@@ -87,13 +132,17 @@ class Quotas:
         if change.resource_name in ("collection", "record"):
             collection_uri = f"{bucket_uri}/collections/{change.ids['collection']}"
             collection = await _load(tx, collection_uri, COLLECTION_INFO)
+        limits = self.settings.limits(change.ids["bucket"], change.ids.get("collection"))
         old_size = object_size(change.old)
         new_size = 0 if change.action == "delete" else object_size(change.new)
-        per_item = self.limits.bucket_max_bytes_per_item
-        if per_item is not None and new_size > per_item:
-            raise QuotaExceeded(
-                f"Maximum bytes per object exceeded ({new_size} > {per_item} Bytes)."
-            )
+        per_item = [limits.bucket_max_bytes_per_item]
+        if collection is not None:
+            per_item.append(limits.collection_max_bytes_per_item)
+        for limit in per_item:
+            if limit is not None and new_size > limit:
+                raise QuotaExceeded(
+                    f"Maximum bytes per object exceeded ({new_size} > {limit} Bytes)."
+                )
 
         if change.resource_name == "collection" and change.action == "delete":
             assert collection is not None
@@ -115,14 +164,13 @@ class Quotas:
             assert collection is not None
             collection["record_count"] += step
         if change.action != "delete":
-            self._check(bucket, collection)
+            self._check(limits, bucket, collection)
         await _save(tx, bucket_uri, bucket)
         if collection is not None and collection_uri is not None:
             await _save(tx, collection_uri, collection)
 
-    def _check(self, bucket: JSONObject, collection: JSONObject | None) -> None:
+    def _check(self, lim: Limits, bucket: JSONObject, collection: JSONObject | None) -> None:
         """Refuse a write that leaves a bucket or collection past a limit (Kinto's messages)."""
-        lim = self.limits
         size, count = bucket["storage_size"], bucket["record_count"]
         if lim.bucket_max_bytes is not None and size > lim.bucket_max_bytes:
             raise QuotaExceeded(
@@ -168,9 +216,11 @@ async def _save(tx: Tx, parent_uri: str, usage: JSONObject) -> None:
 class UsageEndpoint:
     """``GET /buckets/<bid>[/collections/<cid>]/quota``: usage and limits, for readers."""
 
-    def __init__(self, dispatcher: Dispatcher, limits: Limits, *, collection: bool) -> None:
+    def __init__(
+        self, dispatcher: Dispatcher, settings: QuotaSettings, *, collection: bool
+    ) -> None:
         self.d = dispatcher
-        self.limits = limits
+        self.settings = settings
         self.collection = collection
 
     async def __call__(self, req: WebRequest, params: dict[str, str], tx: Tx | None) -> WebResponse:
@@ -193,18 +243,19 @@ class UsageEndpoint:
                 usage = await _load(t, bucket_uri, BUCKET_INFO)
         del usage["id"]
         prefix = "collection" if self.collection else "bucket"
+        resolved = self.settings.limits(params["bucket"], params.get("collection"))
         limits = {
-            name.removeprefix(f"{prefix}_"): getattr(self.limits, name)
-            for name in Limits.__dataclass_fields__
-            if name.startswith(prefix) and getattr(self.limits, name) is not None
+            name: getattr(resolved, f"{prefix}_{name}")
+            for name in LIMIT_NAMES
+            if getattr(resolved, f"{prefix}_{name}") is not None
         }
         body = {"data": {**usage, "limits": limits}}
         return WebResponse(200, body, {"Cache-Control": "no-cache, no-store"})
 
 
 def install(dispatcher: Dispatcher) -> Quotas:
-    """Enforce the ``quotas_*`` limits on `dispatcher`'s service; serve the usage."""
-    limits = Limits.from_settings(dispatcher.settings)
+    """Enforce the ``quotas_*`` limits (and overrides) on `dispatcher`'s service; serve usage."""
+    limits = QuotaSettings(dispatcher.settings)
     quotas = Quotas(limits)
     resources = ("bucket", "collection", "group", "record")
     dispatcher.service.events.on_change(quotas.on_change, resources=resources)
@@ -224,4 +275,4 @@ def install(dispatcher: Dispatcher) -> Quotas:
     return quotas
 
 
-__all__ = ["Limits", "Quotas", "install", "object_size"]
+__all__ = ["Limits", "QuotaSettings", "Quotas", "install", "object_size"]
