@@ -1,0 +1,92 @@
+"""bench/load.py end to end: a real ``nuages serve`` and the Starlette baseline, every scenario.
+
+Short runs (under a second each, two connections, a small collection): this checks that
+every scenario runs without a single error against Nuages and that the JSON report has its
+documented shape. It asserts no timing: the figures are for docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = {
+    "create",
+    "get",
+    "update",
+    "patch",
+    "delete",
+    "list",
+    "filtered",
+    "since",
+    "walk",
+    "batch",
+    "mixed",
+}
+FIGURES = {"requests", "req_per_s", "p50_ms", "p99_ms", "mean_ms", "errors", "seconds"}
+
+
+def test_every_scenario_runs_against_nuages_without_errors(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "load.py"),
+            "--start",
+            "nuages-sqlite",
+            "--start",
+            "starlette-baseline",
+            "--records",
+            "250",
+            "--concurrency",
+            "2",
+            "--duration",
+            "0.8",
+            "--warmup",
+            "0.1",
+            "--json",
+            str(out),
+            "--server-logs",
+            str(tmp_path / "logs"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    logs = "".join(p.read_text()[-4000:] for p in sorted((tmp_path / "logs").glob("*.log")))
+    assert done.returncode == 0, done.stdout + done.stderr + logs
+    report = json.loads(out.read_text())
+
+    assert {"tool", "format", "machine", "options", "targets", "results"} <= report.keys()
+    targets = {t["name"]: t for t in report["targets"]}
+    assert set(targets) == {"nuages-sqlite", "starlette-baseline"}
+    assert targets["nuages-sqlite"]["started"] == "nuages-sqlite"
+    assert targets["nuages-sqlite"]["project"].startswith("nuages")
+
+    by_target: dict[str, set[str]] = {}
+    for result in report["results"]:
+        by_target.setdefault(result["target"], set()).add(result["scenario"])
+        where = f"{result['scenario']} on {result['target']}"
+        assert result.keys() >= FIGURES, where
+        assert result["errors"] == 0, (where, result["error_samples"], logs)
+        assert result["requests"] > 0, where
+        assert result["p50_ms"] is not None and result["p99_ms"] >= result["p50_ms"], where
+        assert result["generator"]["cpu"] >= 0 and isinstance(result["generator"]["bound"], bool)
+        assert result["server"]["processes"] >= 1, where
+        assert result["server"]["rss_max_mb"] > 0, where
+    assert by_target == {"nuages-sqlite": SCENARIOS, "starlette-baseline": {"get"}}
+
+    mixed = next(r for r in report["results"] if r["scenario"] == "mixed")
+    assert {"read", "read_page", "write_patch", "sync"} <= mixed["ops"].keys()
+    walk = next(r for r in report["results"] if r["scenario"] == "walk")
+    assert walk["extra"]["walks"] >= 1
+
+    # the text report names every scenario and the generator's own CPU
+    assert "load generator:" in done.stdout
+    for scenario in SCENARIOS:
+        assert f"\n{scenario} " in done.stdout
