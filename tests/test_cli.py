@@ -67,6 +67,26 @@ def uvicorn_run(monkeypatch: pytest.MonkeyPatch) -> FakeUvicorn:
     return fake
 
 
+class FakeWorkers:
+    """Records the arguments of ``nuages.web.workers.run`` (the multi-process supervisor)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any], int]] = []
+
+    def run(self, target: str, options: dict[str, Any], workers: int) -> int:
+        self.calls.append((target, options, workers))
+        return 0
+
+
+@pytest.fixture
+def workers_run(monkeypatch: pytest.MonkeyPatch) -> FakeWorkers:
+    from nuages.web import workers
+
+    fake = FakeWorkers()
+    monkeypatch.setattr(workers, "run", fake.run)
+    return fake
+
+
 @pytest.fixture
 def fake_web_app(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
     """Stand-in for nuages.web.app, so these tests do not depend on the web layer."""
@@ -238,15 +258,15 @@ def test_serve_bad_toml_key(tmp_path: Path, uvicorn_run: FakeUvicorn) -> None:
 
 
 def test_serve_several_workers_pass_settings_through_the_environment(
-    tmp_path: Path, uvicorn_run: FakeUvicorn, fake_web_app: list[Settings]
+    tmp_path: Path, workers_run: FakeWorkers, fake_web_app: list[Settings]
 ) -> None:
     config = tmp_path / "nuages.toml"
     config.write_text(f'storage_url = "sqlite:///{tmp_path}/db.sqlite"\nport = 1000\n')
     result = invoke("serve", "--config", str(config), "--workers", "3", "--port", "4000")
     assert result.exit_code == 0, result.output
-    [(target, kwargs)] = uvicorn_run.calls
+    [(target, kwargs, workers)] = workers_run.calls
     assert target == "nuages.web.app:create_app_from_env"
-    assert kwargs["factory"] is True and kwargs["workers"] == 3 and kwargs["port"] == 4000
+    assert workers == 3 and kwargs["port"] == 4000 and "workers" not in kwargs
     assert os.environ["NUAGES_CONFIG"] == str(config.resolve())
     assert (os.environ["NUAGES_WORKERS"], os.environ["NUAGES_PORT"]) == ("3", "4000")
     # What a worker process does on start: the same settings as the parent validated.
@@ -283,13 +303,13 @@ def test_serve_app_factory_gets_the_settings(uvicorn_run: FakeUvicorn, app_modul
 
 
 def test_serve_app_with_workers_uses_the_cli_trampoline(
-    tmp_path: Path, uvicorn_run: FakeUvicorn, app_module: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, workers_run: FakeWorkers, app_module: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = {"NUAGES_STORAGE_URL": f"sqlite:///{tmp_path}/db.sqlite"}
     result = invoke("serve", "--app", f"{app_module}:factory", "--workers", "2", env=env)
     assert result.exit_code == 0, result.output
-    [(target, kwargs)] = uvicorn_run.calls
-    assert target == "nuages.cli:_app_from_environment" and kwargs["factory"] is True
+    [(target, _, workers)] = workers_run.calls
+    assert target == "nuages.cli:_app_from_environment" and workers == 2
     assert os.environ["NUAGES_APP"] == f"{app_module}:factory"
     # In a worker: CliRunner's env is gone, so put back what the shell had given.
     monkeypatch.setenv("NUAGES_STORAGE_URL", env["NUAGES_STORAGE_URL"])

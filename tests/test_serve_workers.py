@@ -1,0 +1,124 @@
+"""``nuages serve --workers N``: real processes, each listening on the address itself."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nuages.web import workers
+
+pytestmark = pytest.mark.skipif(not workers.available(), reason="no SO_REUSEPORT here")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def serve(tmp_path: Path, port: int, *, migrate: bool = True) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "NUAGES_STORAGE_URL": f"sqlite:///{tmp_path / 'nuages.db'}",
+        "NUAGES_LOG_LEVEL": "warning",
+    }
+    nuages = [sys.executable, "-m", "nuages"]
+    if migrate:
+        subprocess.run([*nuages, "migrate"], env=env, check=True, capture_output=True)
+    return subprocess.Popen(
+        [*nuages, "serve", "--workers", "2", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_until_serving(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/__heartbeat__").status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError("the server did not start")
+
+
+def test_workers_serve_on_one_port_and_stop_together(tmp_path: Path) -> None:
+    port = free_port()
+    server = serve(tmp_path, port)
+    try:
+        wait_until_serving(port)
+        # Two uvicorn processes (and multiprocessing's resource tracker).
+        serving = [pid for pid in children(server.pid) if "spawn_main" in _cmdline(pid)]
+        assert len(serving) == 2
+        # Each has a listening socket of its own: the kernel spreads connections over
+        # them, so many connections reach both.
+        with httpx.Client(auth=("alice", "secret")) as client:
+            assert client.put(f"http://127.0.0.1:{port}/v1/buckets/b").status_code == 201
+        for pid in serving:
+            assert _listens(pid, port), pid
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=20) == 0
+    assert all(not Path(f"/proc/{pid}").exists() for pid in serving)
+
+
+def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path) -> None:
+    server = serve(tmp_path, free_port(), migrate=False)
+    try:
+        code = server.wait(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert server.stdout is not None
+    output = server.stdout.read().decode()
+    assert code == workers.STARTUP_FAILURE, output
+    assert "run `nuages migrate`" in output
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a socket listening on `port` (from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port and inode in inodes:
+                return True
+    return False
