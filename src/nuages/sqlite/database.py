@@ -173,7 +173,7 @@ class SQLiteTransaction:
                 _undo_savepoint(conn, group.running)
                 group.running = None
             if not group.begun:
-                conn.execute("BEGIN IMMEDIATE")
+                _begin_immediate(conn)
                 group.begun = True
             elif not conn.in_transaction:
                 # SQLite rolls back by itself after some errors (disk full, I/O error):
@@ -391,6 +391,24 @@ class _Worker:
             self._executor.shutdown(wait=False)
 
 
+def _begin_immediate(conn: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``, trying again every few hundred microseconds (up to 5 ms apart)
+    while another process holds the write lock, for at most the busy timeout."""
+    deadline = time.monotonic() + getattr(conn, "lock_timeout", 0.0)
+    delay = 0.0002
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorname", None) != "SQLITE_BUSY":
+                raise
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.005)
+
+
 def _commit(conn: sqlite3.Connection) -> None:
     try:
         conn.execute("COMMIT")
@@ -405,7 +423,13 @@ def _backend_error(exc: sqlite3.Error) -> BackendError:
     return BackendError(f"SQLite: {exc}" + (f" ({code})" if code else ""))
 
 
-def _connect(path: str, busy_timeout: float, *, writer: bool) -> sqlite3.Connection:
+class _Connection(sqlite3.Connection):
+    """A connection that knows how long BEGIN IMMEDIATE may wait (:func:`_begin_immediate`)."""
+
+    lock_timeout = 0.0
+
+
+def _connect(path: str, busy_timeout: float, *, writer: bool) -> _Connection:
     if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
         wanted = ".".join(map(str, MIN_SQLITE_VERSION))
         raise BackendError(f"Nuages needs SQLite {wanted} or newer, not {sqlite3.sqlite_version}")
@@ -414,7 +438,11 @@ def _connect(path: str, busy_timeout: float, *, writer: bool) -> sqlite3.Connect
     # check_same_thread=False: the connection's own thread and, for inline jobs, the event
     # loop's thread use it, one at a time (_Worker.run_inline).
     conn = sqlite3.connect(
-        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        path,
+        timeout=busy_timeout,
+        isolation_level=None,
+        check_same_thread=False,
+        factory=_Connection,
     )
     try:
         if writer:
@@ -422,6 +450,11 @@ def _connect(path: str, busy_timeout: float, *, writer: bool) -> sqlite3.Connect
             if mode != "wal":
                 raise BackendError(f"SQLite could not put {path} in WAL mode (it is in {mode!r})")
             conn.execute("PRAGMA synchronous = FULL")
+            # BEGIN IMMEDIATE polls for the lock itself (_begin_immediate): SQLite's own
+            # busy handler sleeps 1, 2, 5, 10... ms between tries, which left one process
+            # waiting while another took the lock again and again.
+            conn.execute("PRAGMA busy_timeout = 0")
+            conn.lock_timeout = busy_timeout
         else:
             conn.execute("PRAGMA query_only = ON")
         for name, nargs, function in _SQL_FUNCTIONS:
