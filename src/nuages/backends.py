@@ -71,6 +71,14 @@ def open_backends(settings: Settings) -> Backends:
             )
         return databases[url]
 
+    from nuages.storage.autoindex import AutoIndexConfig
+
+    auto_index = AutoIndexConfig(
+        min_objects=settings.auto_index_min_objects,
+        hits=settings.auto_index_hits,
+        max_indexes=settings.auto_index_max,
+    )
+
     def build(kind: str, url: str) -> Any:
         scheme = _scheme(url)
         if scheme == "memory":
@@ -87,6 +95,8 @@ def open_backends(settings: Settings) -> Backends:
                 "permission": SQLitePermission,
                 "cache": SQLiteCache,
             }
+            if kind == "storage":
+                return SQLiteStorage(database(url), auto_index=auto_index)
             return classes[kind](database(url))
         if scheme in ("postgresql", "postgres"):
             from nuages.cache.postgresql import PostgreSQLCache
@@ -98,7 +108,10 @@ def open_backends(settings: Settings) -> Backends:
                 "permission": PostgreSQLPermission,
                 "cache": PostgreSQLCache,
             }
-            return pg_classes[kind](pg_database("postgresql" + url[len(scheme) :]))
+            pg = pg_database("postgresql" + url[len(scheme) :])
+            if kind == "storage":
+                return PostgreSQLStorage(pg, auto_index=auto_index)
+            return pg_classes[kind](pg)
         if scheme in ("redis", "rediss") and kind == "cache":
             from nuages.cache.redis import RedisCache
 

@@ -370,6 +370,30 @@ class Settings:
             url=True,
         ),
     )
+    auto_index_max: int = field(
+        default=32,
+        metadata=_meta(
+            "Most automatic indexes per SQLite or PostgreSQL database (frequent filtered or "
+            "sorted listings of large collections get one, docs/architecture.md); 0 turns "
+            "them off.",
+            check=_at_least(0),
+        ),
+    )
+    auto_index_min_objects: int = field(
+        default=5000,
+        metadata=_meta(
+            "A collection gets automatic indexes once it holds this many live objects.",
+            check=_at_least(1),
+        ),
+    )
+    auto_index_hits: int = field(
+        default=3,
+        metadata=_meta(
+            "How many times a process sees a listing shape (filters and sort) on a large "
+            "collection before it builds an index for it.",
+            check=_at_least(1),
+        ),
+    )
     sqlite_readers: int = field(
         default=4,
         metadata=_meta(

@@ -182,3 +182,25 @@ async def test_migration_to_version_2_counts_existing_objects(tmp_path: Path) ->
         assert await tx.count(RESOURCE, "/a", ListQuery()) == 3
         assert await tx.count(RESOURCE, "/b", ListQuery()) == 1
     await storage.aclose()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({}, AutoIndexConfig(min_objects=5000, hits=3, max_indexes=32)),
+        (
+            {"auto_index_max": 0, "auto_index_min_objects": 10, "auto_index_hits": 1},
+            AutoIndexConfig(min_objects=10, hits=1, max_indexes=0),
+        ),
+    ],
+)
+def test_settings_configure_automatic_indexes(
+    tmp_path: Path, overrides: dict[str, int], expected: AutoIndexConfig
+) -> None:
+    from nuages.backends import open_backends
+    from nuages.settings import Settings
+
+    settings = Settings.load(env={}, storage_url=f"sqlite:///{tmp_path}/x.db", **overrides)
+    storage = open_backends(settings).storage
+    assert storage.indexer.config == expected
+    assert storage.indexer.enabled is (expected.max_indexes > 0)
