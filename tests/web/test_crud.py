@@ -1011,3 +1011,13 @@ async def test_appendix_wire_examples(client: httpx.AsyncClient) -> None:
         "error": "Not Found",
         "details": {"id": "nope", "resource_name": "collection"},
     }
+
+
+async def test_head_has_the_headers_of_its_get_without_a_body(client: httpx.AsyncClient) -> None:
+    await client.put("/v1/buckets/b")
+    get = await client.get("/v1/buckets/b/collections")
+    head = await client.head("/v1/buckets/b/collections")
+    assert head.status_code == get.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"] == "application/json"
+    assert head.headers["etag"] == get.headers["etag"]

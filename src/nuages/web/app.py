@@ -100,15 +100,16 @@ async def _stream_body(receive: Receive) -> AsyncIterator[bytes]:
             return
 
 
-async def _send_response(send: Send, response: WebResponse, head: bool) -> None:
+async def _send_response(send: Send, response: WebResponse) -> None:
     body = response.body_bytes()
     headers = [
         (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
     ]
     status = response.status
-    if status >= 200 and status not in (204, 304):
-        if (body or not head) and "Content-Type" not in response.headers:
-            headers.append((b"content-type", b"application/json"))
+    no_content = status in (204, 304)
+    if (body or not no_content) and "Content-Type" not in response.headers:
+        headers.append((b"content-type", b"application/json"))  # HEAD too, as its GET
+    if status >= 200 and not no_content:
         headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -192,7 +193,7 @@ class App:
         except Exception:  # our bug: answer like the dispatcher does
             log.exception("unhandled error on %s %s", method, scope.get("path"))
             response = self._early(scope, plain_error(500, werr.UNDEFINED, werr.MESSAGES[500]))
-        await _send_response(send, response, method == "HEAD")
+        await _send_response(send, response)
         if self.access_log is not None:
             client = scope.get("client")
             self.access_log.record(
