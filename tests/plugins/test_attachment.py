@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
-import os
-import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -492,17 +491,17 @@ async def test_downloads_stay_in_the_folder(client: httpx.AsyncClient, path: str
 
 # -- S3, against a local moto server (optional) --------------------------------------------
 
-S3_PORT = 18231
-
-
 @pytest.fixture(scope="module")
 def moto_server() -> Iterator[str]:
-    executable = shutil.which("moto_server") or str(Path(os.sys.executable).parent / "moto_server")
+    executable = str(Path(sys.executable).parent / "moto_server")
     pytest.importorskip("boto3")
     if not Path(executable).exists():
         pytest.skip("moto (server mode) is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [executable, "-H", "127.0.0.1", "-p", str(S3_PORT)],
+        [executable, "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -510,12 +509,12 @@ def moto_server() -> Iterator[str]:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", S3_PORT)) == 0:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
                     break
             time.sleep(0.1)
         else:
             pytest.fail("moto_server did not start")
-        yield f"http://127.0.0.1:{S3_PORT}"
+        yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(timeout=10)
