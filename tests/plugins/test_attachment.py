@@ -491,6 +491,7 @@ async def test_downloads_stay_in_the_folder(client: httpx.AsyncClient, path: str
 
 # -- S3, against a local moto server (optional) --------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def moto_server() -> Iterator[str]:
     executable = str(Path(sys.executable).parent / "moto_server")
