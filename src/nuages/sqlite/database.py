@@ -216,8 +216,14 @@ class SQLiteTransaction:
                 if conn.in_transaction:
                     conn.execute("COMMIT" if commit else "ROLLBACK")
             return
-        if not self._begun or group.running != self._name:
-            return  # no statement ran, or a later member already undid the leftovers
+        if not self._begun:
+            return  # no statement ran
+        if group.running != self._name:
+            # A later member undid this one's statements as leftovers: never report them
+            # committed (it cannot happen while members hold the write lock in turn).
+            if commit:
+                raise BackendError("the SQLite write transaction was undone before its end")
+            return
         group.running = None
         if not conn.in_transaction:
             group.broken = True
