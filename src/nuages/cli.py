@@ -90,7 +90,11 @@ def main() -> None:
 @_config_option
 @click.option("--host", help="Address to listen on (setting host).")
 @click.option("--port", type=int, help="Port to listen on (setting port).")
-@click.option("--workers", type=int, help="Number of server processes (setting workers).")
+@click.option(
+    "--workers",
+    type=int,
+    help="Number of server processes, each listening on the address itself (setting workers).",
+)
 @click.option(
     "--log-level",
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
