@@ -184,3 +184,19 @@ async def test_a_failed_commit_fails_every_member(
     results = await asyncio.gather(*(insert(db, f"n{i}") for i in range(5)), return_exceptions=True)
     assert all(isinstance(result, BackendError) for result in results), results
     assert committed_names(db.path) == set()
+
+
+async def test_a_joined_block_without_savepoint_costs_no_statement(db: SQLiteDatabase) -> None:
+    statements: list[str] = []
+    await db.run_write(lambda conn: conn.set_trace_callback(statements.append))
+    async with db.transaction(write=True) as outer:
+        await outer.run(lambda conn: conn.execute("INSERT INTO items VALUES ('a')"))
+        async with db.transaction(write=True, savepoint=False) as joined:
+            assert joined is outer
+            await joined.run(lambda conn: conn.execute("INSERT INTO items VALUES ('b')"))
+        async with db.transaction(write=True) as nested:
+            await nested.run(lambda conn: conn.execute("INSERT INTO items VALUES ('c')"))
+    savepoints = [s for s in statements if s.startswith("SAVEPOINT")]
+    # The group's member savepoint, and the nested block's; none for the joined block.
+    assert len(savepoints) == 2, statements
+    assert committed_names(db.path) == {"a", "b", "c"}

@@ -129,3 +129,23 @@ async def test_an_unreachable_database_fails_every_member(db: PostgreSQLDatabase
     assert not {"d0"} & await committed_names(db)
     # The lane recovers: the next group opens a new connection.
     await write(db, "after", scope="/v1/doomed")
+
+
+async def test_a_joined_block_without_savepoint_costs_no_round_trip(
+    db: PostgreSQLDatabase,
+) -> None:
+    statements: list[str] = []
+
+    def log(record: object) -> None:
+        statements.append(record.query)  # type: ignore[attr-defined]
+
+    async with db.transaction(write=True) as outer:
+        outer.conn.add_query_logger(log)
+        async with db.transaction(write=True, savepoint=False) as joined:
+            assert joined is outer
+            await joined.execute(f"INSERT INTO {db.table} VALUES ('b')")  # type: ignore[attr-defined]
+        async with db.transaction(write=True):
+            await outer.execute(f"INSERT INTO {db.table} VALUES ('c')")  # type: ignore[attr-defined]
+        outer.conn.remove_query_logger(log)
+    assert sum("SAVEPOINT" in s.upper() for s in statements) == 2, statements  # start, release
+    assert await committed_names(db) == {"b", "c"}

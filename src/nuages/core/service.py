@@ -115,9 +115,10 @@ class Service:
 
     @asynccontextmanager
     async def transaction(self, *, write: bool) -> AsyncIterator[Tx]:
+        # Both blocks end together: the permission one needs no savepoint of its own.
         async with (
             self.storage.transaction(write=write) as st,
-            self.permission.transaction(write=write) as pt,
+            self.permission.transaction(write=write, savepoint=False) as pt,
         ):
             yield Tx(st, pt, write)
 

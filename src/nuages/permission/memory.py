@@ -129,7 +129,9 @@ class MemoryPermission:
         self._lock = asyncio.Lock()
 
     @asynccontextmanager
-    async def transaction(self, *, write: bool) -> AsyncIterator[MemoryPermissionTransaction]:
+    async def transaction(
+        self, *, write: bool, savepoint: bool = True
+    ) -> AsyncIterator[MemoryPermissionTransaction]:
         async with self._lock:
             tx = MemoryPermissionTransaction(self._state)
             try:

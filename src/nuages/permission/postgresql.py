@@ -160,8 +160,10 @@ class PostgreSQLPermission:
         self.db = db
 
     @asynccontextmanager
-    async def transaction(self, *, write: bool) -> AsyncIterator[PostgreSQLPermissionTransaction]:
-        async with self.db.transaction(write=write) as tx:
+    async def transaction(
+        self, *, write: bool, savepoint: bool = True
+    ) -> AsyncIterator[PostgreSQLPermissionTransaction]:
+        async with self.db.transaction(write=write, savepoint=savepoint) as tx:
             yield PostgreSQLPermissionTransaction(tx)
 
     async def ping(self) -> bool:

@@ -65,7 +65,15 @@ class PermissionTransaction(Protocol):
 
 
 class Permission(Protocol):
-    def transaction(self, *, write: bool) -> AbstractAsyncContextManager[PermissionTransaction]: ...
+    def transaction(
+        self, *, write: bool, savepoint: bool = True
+    ) -> AbstractAsyncContextManager[PermissionTransaction]:
+        """A transaction; in a database shared with the storage, it joins the storage's
+        open transaction. A joined write block is a savepoint (its failure undone alone)
+        unless `savepoint` is false: the caller then ends both blocks together
+        (:meth:`nuages.core.service.Service.transaction`), and a savepoint would be two
+        statements for nothing."""
+        ...
 
     async def ping(self) -> bool: ...
 

@@ -167,8 +167,10 @@ class SQLitePermission:
         self.db = db
 
     @asynccontextmanager
-    async def transaction(self, *, write: bool) -> AsyncIterator[SQLitePermissionTransaction]:
-        async with self.db.transaction(write=write) as tx:
+    async def transaction(
+        self, *, write: bool, savepoint: bool = True
+    ) -> AsyncIterator[SQLitePermissionTransaction]:
+        async with self.db.transaction(write=write, savepoint=savepoint) as tx:
             yield SQLitePermissionTransaction(tx)
 
     async def ping(self) -> bool:

@@ -234,8 +234,11 @@ class PostgreSQLDatabase:
                 await pool.release(conn, timeout=self.timeout)
 
     @asynccontextmanager
-    async def transaction(self, *, write: bool) -> AsyncIterator[PostgreSQLTransaction]:
-        """Open a transaction, or join the one open in this context (module docs)."""
+    async def transaction(
+        self, *, write: bool, savepoint: bool = True
+    ) -> AsyncIterator[PostgreSQLTransaction]:
+        """Open a transaction, or join the one open in this context (module docs); a
+        joined write block is a savepoint unless `savepoint` is false."""
         current = self._current.get()
         if current is None or current.finished:
             async with self._outermost(write=write) as tx:
@@ -245,10 +248,10 @@ class PostgreSQLDatabase:
                 "cannot open a write transaction inside a read transaction of the same "
                 "PostgreSQL database: open the outermost transaction with write=True"
             )
-        elif write:
+        elif write and savepoint:
             try:
-                savepoint = current.conn.transaction()
-                await savepoint.start()
+                nested = current.conn.transaction()
+                await nested.start()
             except _UNAVAILABLE as exc:
                 raise _backend_error(exc) from exc
             try:
@@ -256,13 +259,13 @@ class PostgreSQLDatabase:
             except BaseException:
                 if not current.broken:
                     try:
-                        await savepoint.rollback()
+                        await nested.rollback()
                     except _UNAVAILABLE:
                         current.broken = True  # the outer transaction fails too
                 raise
             else:
                 try:
-                    await savepoint.commit()
+                    await nested.commit()
                 except _UNAVAILABLE as exc:
                     raise _backend_error(exc) from exc
         else:

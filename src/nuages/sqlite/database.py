@@ -580,8 +580,11 @@ class SQLiteDatabase:
         return self._open
 
     @asynccontextmanager
-    async def transaction(self, *, write: bool) -> AsyncIterator[SQLiteTransaction]:
-        """Open a transaction, or join the one open in this context (module docs)."""
+    async def transaction(
+        self, *, write: bool, savepoint: bool = True
+    ) -> AsyncIterator[SQLiteTransaction]:
+        """Open a transaction, or join the one open in this context (module docs); a
+        joined write block is a savepoint unless `savepoint` is false."""
         current = self._current.get()
         if current is None or current.finished:
             async with self._outermost(write=write) as tx:
@@ -591,7 +594,7 @@ class SQLiteDatabase:
                 "cannot open a write transaction inside a read transaction of the same "
                 "SQLite database: open the outermost transaction with write=True"
             )
-        elif write:
+        elif write and savepoint:
             async with current._savepoint():
                 yield current
         else:
