@@ -332,9 +332,9 @@ class PostgreSQLDatabase:
                     group = None
                 if group is None:
                     group = lane.group = await self._open_group()
-                committed = await self._member(group)
+                await self._member(group)
+                tx = PostgreSQLTransaction(self, group.conn, write=True)
                 try:
-                    tx = PostgreSQLTransaction(self, group.conn, write=True)
                     token = self._current.set(tx)
                     try:
                         yield tx
@@ -342,7 +342,6 @@ class PostgreSQLDatabase:
                         tx.finished = True
                         self._current.reset(token)
                 except BaseException:
-                    committed = None
                     await self._undo_member(group, tx)
                     raise
                 finally:
@@ -350,8 +349,8 @@ class PostgreSQLDatabase:
                         group.committer = asyncio.get_running_loop().create_task(
                             self._commit_later(scope, lane, group)
                         )
-                if committed is not None:
-                    group.members.append(committed)
+                committed = asyncio.get_running_loop().create_future()
+                group.members.append(committed)
         finally:
             lane.users -= 1
         if committed is not None:
@@ -376,8 +375,8 @@ class PostgreSQLDatabase:
             raise
         return _Group(pool, conn, pg_tx)
 
-    async def _member(self, group: _Group) -> asyncio.Future[None]:
-        """Start a member of `group` (a savepoint after the first); its commit future."""
+    async def _member(self, group: _Group) -> None:
+        """Start a member of `group`: a savepoint, except for the first member."""
         if group.ran:
             try:
                 await group.conn.execute(f"SAVEPOINT nuages_{group.ran}", timeout=self.timeout)
@@ -385,7 +384,6 @@ class PostgreSQLDatabase:
                 group.failed = group.broken = True
                 raise _backend_error(exc) from exc
         group.ran += 1
-        return asyncio.get_running_loop().create_future()
 
     async def _undo_member(self, group: _Group, tx: PostgreSQLTransaction) -> None:
         """Undo a failed member's statements: its savepoint, or the whole transaction for
