@@ -82,6 +82,14 @@ def digest(*parts: str) -> bytes:
     return h.digest()
 
 
+async def _keep_session(conn: Any) -> None:
+    """Nothing to reset when a connection returns to the pool: Nuages sets no session
+    state on pooled connections (no SET, LISTEN, cursor or session advisory lock; the
+    automatic index builder has a connection of its own). asyncpg still rolls back a
+    transaction left open. Its default reset is a round trip of four statements per
+    request (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``)."""
+
+
 def _discard(conn: Any) -> None:
     """Close a connection in an unknown state; the pool opens a new one when needed."""
     # InterfaceError: already released (asyncpg detaches a connection that was lost).
@@ -214,6 +222,7 @@ class PostgreSQLDatabase:
                         timeout=self.timeout,
                         command_timeout=self.timeout,
                         max_inactive_connection_lifetime=60.0,
+                        reset=_keep_session,
                     )
                 except _UNAVAILABLE as exc:
                     raise _backend_error(exc) from exc
