@@ -52,10 +52,27 @@ async def load_caller(permission: PermissionTransaction, user_id: str | None) ->
     """Principals of a user: its id, Everyone, Authenticated and its groups."""
     if user_id is None:
         return ANONYMOUS
-    principals = [user_id, EVERYONE, AUTHENTICATED]
-    groups = await permission.get_user_principals(user_id, AUTHENTICATED)
-    principals.extend(sorted(groups - set(principals)))
-    return Caller(user_id, tuple(principals))
+    return with_stored_principals(
+        unloaded_caller(user_id), await permission.get_user_principals(user_id, AUTHENTICATED)
+    )
+
+
+def unloaded_caller(user_id: str | None) -> Caller:
+    """The caller before its stored principals are read: its id, Everyone, Authenticated."""
+    if user_id is None:
+        return ANONYMOUS
+    return Caller(user_id, (user_id, EVERYONE, AUTHENTICATED))
+
+
+def stored_principal_holders(user_id: str | None) -> tuple[str, ...]:
+    """The user ids whose stored principals a caller holds: its own, Authenticated's."""
+    return () if user_id is None else (user_id, AUTHENTICATED)
+
+
+def with_stored_principals(caller: Caller, stored: Iterable[str]) -> Caller:
+    """`caller` holding also `stored` (groups, read from the permission backend)."""
+    extra = sorted(set(stored) - set(caller.principals))
+    return Caller(caller.user_id, (*caller.principals, *extra)) if extra else caller
 
 
 def bound_permissions(

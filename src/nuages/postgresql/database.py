@@ -463,6 +463,22 @@ class PostgreSQLDatabase:
         finally:
             self._current.reset(token)
 
+    async def fetch_once(self, sql: str, *args: Any) -> list[Any]:
+        """Run one read statement outside any transaction (a statement is its own
+        snapshot: no BEGIN, no COMMIT). It does not see the writes of a transaction open
+        in this context: call it where none is."""
+        async with self._connection() as conn:
+            try:
+                rows: list[Any] = await conn.fetch(sql, *args, timeout=self.timeout)
+            except _UNAVAILABLE as exc:
+                if _connection_lost(exc):
+                    _discard(conn)
+                raise _backend_error(exc) from exc
+            except BaseException:
+                _discard(conn)  # cancelled mid-statement: the connection's state is unknown
+                raise
+            return rows
+
     async def run_read(self, job: Callable[[PostgreSQLTransaction], Awaitable[T]]) -> T:
         """Run `job` in the transaction open in this context, or in a read transaction."""
         async with self.transaction(write=False) as tx:

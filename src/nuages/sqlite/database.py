@@ -111,8 +111,11 @@ class SQLiteTransaction:
     of its :class:`_WriteGroup`'s SQLite transaction.
     """
 
-    def __init__(self, worker: _Worker, *, group: _WriteGroup | None = None) -> None:
+    def __init__(
+        self, worker: _Worker, *, group: _WriteGroup | None = None, single: bool = False
+    ) -> None:
         self.write = group is not None
+        self._single = single  # a read of one statement: its own snapshot, no BEGIN
         self.finished = False
         self._worker = worker
         self._group = group
@@ -198,7 +201,8 @@ class SQLiteTransaction:
                 conn.execute("ROLLBACK")
             self._worker.owner = self
         if not self._begun:
-            conn.execute("BEGIN")
+            if not self._single:
+                conn.execute("BEGIN")
             self._begun = True
         elif not conn.in_transaction:
             raise BackendError("the SQLite transaction was rolled back after an error")
@@ -356,6 +360,11 @@ class _Worker:
 
     async def run(self, job: Job[T]) -> T:
         return await self._submit(job)
+
+    def release(self, owner: SQLiteTransaction) -> None:
+        """`owner` is done with the connection and left no transaction open on it."""
+        if self.owner is owner:
+            self.owner = None
 
     async def cleanup(self, job: Job[None]) -> None:
         """Run `job` even if the caller is being cancelled; its own failure is dropped so
@@ -644,6 +653,18 @@ class SQLiteDatabase:
         read transaction of its own (`heavy`: see :meth:`SQLiteTransaction.run`)."""
         async with self.transaction(write=False) as tx:
             return await tx.run(job, heavy=heavy)
+
+    async def read_once(self, job: Job[T]) -> T:
+        """Run ``job(connection)``, one read statement, outside any transaction (a statement
+        is its own snapshot: no BEGIN, no COMMIT). It does not see the writes of a
+        transaction open in this context: call it where none is."""
+        async with self._connections().reader() as worker:
+            tx = SQLiteTransaction(worker, single=True)
+            try:
+                return await tx.run(job)
+            finally:
+                tx.finished = True
+                worker.release(tx)
 
     async def run_write(self, job: Job[T], *, heavy: bool = False) -> T:
         """Run ``job(connection)`` in the write transaction open in this context, or else in

@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from re import _casefix  # type: ignore[attr-defined]
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import asyncpg  # type: ignore[import-untyped]
 import orjson
@@ -48,6 +48,9 @@ from nuages.core.objects import Comparison, Filter, Keyset, ListQuery, Sort
 from nuages.core.timestamps import next_timestamp, now_ms, requested_timestamp
 from nuages.postgresql.database import PostgreSQLDatabase, PostgreSQLTransaction, digest
 from nuages.storage.autoindex import PREFIX, AutoIndexConfig, AutoIndexer, Shape, shape_of
+
+if TYPE_CHECKING:
+    from nuages.postgresql.reads import PostgreSQLObjectReader
 
 JSONObject = dict[str, Any]
 
@@ -295,6 +298,15 @@ class PostgreSQLStorage:
         finally:
             await conn.close()
         return True
+
+    def object_reader(self, permission: object) -> PostgreSQLObjectReader | None:
+        """One-statement object reads, when `permission` keeps its entries in this database."""
+        from nuages.permission.postgresql import PostgreSQLPermission
+        from nuages.postgresql.reads import PostgreSQLObjectReader
+
+        if isinstance(permission, PostgreSQLPermission) and permission.db is self.db:
+            return PostgreSQLObjectReader(self.db)
+        return None
 
     async def ping(self) -> bool:
         return await self.db.ping()

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from nuages.core.objects import ListQuery
+from nuages.permission.protocol import BoundPermission
 
 JSONObject = dict[str, Any]
 
@@ -98,3 +100,39 @@ class Storage(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+# (resource_name, parent_id, object_id): where one object lives.
+ObjectKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRead:
+    """Everything the read of one object needs, asked of an :class:`ObjectReader` at once."""
+
+    user_ids: tuple[str, ...]  # whose stored principals to load (the user, Authenticated)
+    principals: tuple[str, ...]  # principals held without asking the store (id, Everyone...)
+    bound: tuple[BoundPermission, ...]  # (uri, permission) pairs: any of them grants the read
+    object: ObjectKey
+    parent: ObjectKey | None = None  # the parent whose existence is checked, if any
+    acl_uri: str | None = None  # the object's URI, when its ACL is wanted
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectView:
+    """The answer to an :class:`ObjectRead`, from one snapshot."""
+
+    principals: frozenset[str]  # stored principals of `user_ids`
+    granted: bool  # a bound pair is granted to a given or a stored principal
+    object: JSONObject | None  # the live object (never a tombstone)
+    parent: JSONObject | None  # the live parent; None when absent or not asked
+    permissions: dict[str, set[str]]  # ACL of `acl_uri` ({} when not asked)
+
+
+class ObjectReader(Protocol):
+    """Optional: a backend pair keeping objects and permissions in one database answers a
+    whole :class:`ObjectRead` in one statement, outside any transaction (its own snapshot).
+    ``Storage.object_reader(permission)`` returns one when `permission` shares the storage's
+    database, else None; the service then uses separate calls in a transaction."""
+
+    async def read_object(self, read: ObjectRead) -> ObjectView: ...

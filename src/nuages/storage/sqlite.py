@@ -31,7 +31,10 @@ from nuages.core.filtering import compare_values, type_rank
 from nuages.core.objects import Comparison, Filter, Keyset, ListQuery, Sort
 from nuages.core.timestamps import next_timestamp, now_ms, requested_timestamp
 from nuages.sqlite.database import SQLiteDatabase, SQLiteTransaction, SQLParams, encode_parameter
+from nuages.storage import reads
 from nuages.storage.autoindex import PREFIX, AutoIndexConfig, AutoIndexer, Shape, shape_of
+from nuages.storage.protocol import ObjectRead, ObjectView
+from nuages.storage.reads import decode as _decode
 
 JSONObject = dict[str, Any]
 
@@ -245,6 +248,14 @@ class SQLiteStorage:
             await tx.run(lambda conn: conn.execute(statement), heavy=True)
         return True
 
+    def object_reader(self, permission: object) -> SQLiteObjectReader | None:
+        """One-statement object reads, when `permission` keeps its entries in this file."""
+        from nuages.permission.sqlite import SQLitePermission
+
+        if isinstance(permission, SQLitePermission) and permission.db is self.db:
+            return SQLiteObjectReader(self.db)
+        return None
+
     async def ping(self) -> bool:
         return await self.db.ping()
 
@@ -263,6 +274,60 @@ class SQLiteStorage:
 # -- rows ---------------------------------------------------------------------------
 
 Scope = tuple[str, str]  # (parent_id, resource_name)
+
+
+class SQLiteObjectReader:
+    """:class:`~nuages.storage.protocol.ObjectReader` of a file holding both objects and
+    permissions: one statement (:mod:`nuages.storage.reads`), outside any transaction."""
+
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self.db = db
+
+    async def read_object(self, read: ObjectRead) -> ObjectView:
+        sql, params = object_read_sql(read)
+        rows = await self.db.read_once(lambda conn: conn.execute(sql, params).fetchall())
+        return reads.object_view(read, rows)
+
+
+def object_read_sql(read: ObjectRead) -> tuple[str, dict[str, Any]]:
+    """The tagged ``UNION ALL`` of :mod:`nuages.storage.reads` for `read`."""
+    params = SQLParams()
+
+    def one(tag: int, key: tuple[str, str, str]) -> str:
+        resource_name, parent_id, object_id = key
+        return (
+            f"SELECT {tag}, last_modified, deleted, data, NULL FROM objects"
+            f" WHERE parent_id = {params(parent_id)} AND resource_name = {params(resource_name)}"
+            f" AND id = {params(object_id)}"
+        )
+
+    selects = [one(reads.OBJECT, read.object)]
+    if read.parent is not None:
+        selects.append(one(reads.PARENT, read.parent))
+    holders = (
+        f"SELECT principal FROM user_principals WHERE {params.strings_in('user_id', read.user_ids)}"
+        if read.user_ids
+        else None
+    )
+    if read.bound:
+        pairs = " OR ".join(
+            f"(object_uri = {params(uri)} AND permission = {params(permission)})"
+            for uri, permission in read.bound
+        )
+        given = params.strings_in("principal", read.principals)
+        held = given if holders is None else f"({given} OR principal IN ({holders}))"
+        selects.append(
+            f"SELECT {reads.GRANTED}, NULL, NULL, NULL, NULL WHERE EXISTS"
+            f" (SELECT 1 FROM access_control_entries WHERE ({pairs}) AND {held})"
+        )
+    if read.acl_uri is not None:
+        selects.append(
+            f"SELECT {reads.ACL}, NULL, NULL, permission, principal FROM access_control_entries"
+            f" WHERE object_uri = {params(read.acl_uri)}"
+        )
+    if holders is not None:
+        selects.append(f"SELECT {reads.PRINCIPAL}, NULL, NULL, principal, NULL FROM ({holders})")
+    return " UNION ALL ".join(selects), params.values
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,13 +355,6 @@ def _encode(obj: Mapping[str, Any]) -> _Stored:
 def _live(stored: _Stored) -> int:
     """1 when `stored` counts as a live object (not a tombstone), else 0."""
     return 0 if stored.deleted else 1
-
-
-def _decode(object_id: str, last_modified: int, data: str) -> JSONObject:
-    obj: JSONObject = {"id": object_id}
-    obj.update(orjson.loads(data))
-    obj["last_modified"] = last_modified
-    return obj
 
 
 def _existing(

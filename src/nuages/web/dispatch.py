@@ -23,7 +23,7 @@ from urllib.parse import quote
 import orjson
 
 from nuages.core import errors
-from nuages.core.authorization import load_caller
+from nuages.core.authorization import load_caller, unloaded_caller
 from nuages.core.preconditions import parse_etag
 from nuages.core.querystring import parse_timestamp
 from nuages.core.resource import OWNER, ResourceSpec
@@ -506,15 +506,22 @@ class Dispatcher:
             lm = _last_modified_param(req.query)
             return await service.delete_object(t, call, last_modified=lm)
 
-        return self._resource_handler(spec, False, operate)
+        async def read(service: Service, call: Call, req: WebRequest) -> Outcome:
+            return await service.read_object(call, fields=_fields(req.query))
+
+        return self._resource_handler(spec, False, operate, read)
 
     def _resource_handler(
         self,
         spec: ResourceSpec,
         plural: bool,
         operate: Callable[[Service, Tx, Call, WebRequest], Awaitable[Outcome]],
+        read: Callable[[Service, Call, WebRequest], Awaitable[Outcome]] | None = None,
     ) -> Handler:
-        """The pipeline every resource request shares: body, auth, transaction, call."""
+        """The pipeline every resource request shares: body, auth, transaction, call.
+
+        `read` serves a GET outside any transaction, when the service has a one-statement
+        reader (:meth:`Service.read_object`) and no plugin rule adjusts the call."""
 
         async def handler(req: WebRequest, params: dict[str, str], tx: Tx | None) -> WebResponse:
             route = self._route_for(spec, plural=plural)
@@ -522,6 +529,16 @@ class Dispatcher:
             user_id = await self.authenticate(req, tx)
             service = route.service or self.service
             write = req.method not in ("GET", "HEAD")
+            if (
+                read is not None
+                and not write
+                and tx is None
+                and service.reader is not None
+                and route.prepare is None
+            ):
+                call = self._call(req, route, params, body, unloaded_caller(user_id))
+                outcome = await read(service, call, req)
+                return self._resource_response(req, outcome, req.method == "HEAD")
             if write and tx is None and (attempt := errors.CURRENT_ATTEMPT.get()) is not None:
                 # Writes in one scope may share a commit (PostgreSQL group commit).
                 attempt.scope = req.path if plural else req.path.rpartition("/")[0]

@@ -1,0 +1,62 @@
+"""The rows of a one-statement :class:`~nuages.storage.protocol.ObjectRead`, shared by the
+SQL backends.
+
+The statement is a ``UNION ALL`` of small selects, each row tagged by its first column, so
+that one round trip (one SQLite call) answers the whole read:
+
+====  =========================================================  ===================
+tag   row                                                        from
+====  =========================================================  ===================
+0     ``last_modified, deleted, data, NULL``                     the object
+1     ``last_modified, deleted, data, NULL``                     its parent
+2     ``NULL, NULL, NULL, NULL``                                 present when granted
+3     ``NULL, NULL, permission, principal``                      the object's ACL
+4     ``NULL, NULL, principal, NULL``                            stored principals
+====  =========================================================  ===================
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+import orjson
+
+from nuages.storage.protocol import JSONObject, ObjectRead, ObjectView
+
+OBJECT: Final = 0
+PARENT: Final = 1
+GRANTED: Final = 2
+ACL: Final = 3
+PRINCIPAL: Final = 4
+
+
+def decode(object_id: str, last_modified: int, data: str) -> JSONObject:
+    """An object from its stored JSON text (without ``id`` and ``last_modified``)."""
+    obj: JSONObject = {"id": object_id}
+    obj.update(orjson.loads(data))
+    obj["last_modified"] = last_modified
+    return obj
+
+
+def object_view(read: ObjectRead, rows: Iterable[Sequence[Any]]) -> ObjectView:
+    """Assemble the tagged rows of `read`'s statement."""
+    obj = parent = None
+    granted = False
+    permissions: dict[str, set[str]] = defaultdict(set)
+    principals: set[str] = set()
+    for tag, last_modified, deleted, text, extra in rows:
+        if tag == OBJECT:
+            if not deleted:
+                obj = decode(read.object[2], int(last_modified), text)
+        elif tag == PARENT:
+            if not deleted and read.parent is not None:
+                parent = decode(read.parent[2], int(last_modified), text)
+        elif tag == GRANTED:
+            granted = True
+        elif tag == ACL:
+            permissions[text].add(extra)
+        elif tag == PRINCIPAL:
+            principals.add(text)
+    return ObjectView(frozenset(principals), granted, obj, parent, dict(permissions))
