@@ -70,15 +70,19 @@ def test_workers_serve_on_one_port_and_stop_together(tmp_path: Path) -> None:
     server = serve(tmp_path, port)
     try:
         wait_until_serving(port)
-        # Two uvicorn processes (and multiprocessing's resource tracker).
-        serving = [pid for pid in children(server.pid) if "spawn_main" in _cmdline(pid)]
-        assert len(serving) == 2
-        # Each has a listening socket of its own: the kernel spreads connections over
-        # them, so many connections reach both.
+        # Two uvicorn processes (and multiprocessing's resource tracker). The first one
+        # answering does not mean the second has started yet (a loaded machine): wait.
+        deadline = time.monotonic() + 30
+        while True:
+            serving = [pid for pid in children(server.pid) if "spawn_main" in _cmdline(pid)]
+            # Each has a listening socket of its own: the kernel spreads connections over
+            # them, so many connections reach both.
+            if len(serving) == 2 and all(_listens(pid, port) for pid in serving):
+                break
+            assert time.monotonic() < deadline, (serving, [_listens(p, port) for p in serving])
+            time.sleep(0.2)
         with httpx.Client(auth=("alice", "secret")) as client:
             assert client.put(f"http://127.0.0.1:{port}/v1/buckets/b").status_code == 201
-        for pid in serving:
-            assert _listens(pid, port), pid
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=20) == 0

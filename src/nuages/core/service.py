@@ -22,6 +22,7 @@ from nuages.core.authorization import (
     bound_permissions,
     intersects,
     stored_principal_holders,
+    unloaded_caller,
     with_stored_principals,
 )
 from nuages.core.errors import (
@@ -358,6 +359,16 @@ class Service:
         obj = self._readable(call, object_id, obj)
         perms = None if fields else await tx.permission.get_object_permissions(uris[spec.name])
         return self._read_outcome(call, obj, parent, perms, fields)
+
+    async def load_caller(self, user_id: str | None) -> Caller:
+        """The caller and its stored principals, read outside any transaction by the
+        backends' :class:`ObjectReader` (``self.reader`` must be set)."""
+        assert self.reader is not None
+        caller = unloaded_caller(user_id)
+        holders = stored_principal_holders(user_id)
+        if not holders:
+            return caller
+        return with_stored_principals(caller, await self.reader.stored_principals(holders))
 
     async def read_object(self, call: Call, *, fields: Sequence[str] | None = None) -> Outcome:
         """:meth:`get_object` in one statement of the backends' :class:`ObjectReader`,

@@ -44,20 +44,40 @@ class SQLitePermissionTransaction:
     ) -> None:
         self._check_writable()
         replaced = [(permission, set(principals)) for permission, principals in permissions.items()]
+        await self._tx.run(lambda conn: _replace(conn, uri, replaced))
 
-        def replace(conn: sqlite3.Connection) -> None:
-            for permission, principals in replaced:
-                conn.execute(
-                    "DELETE FROM access_control_entries WHERE object_uri = ? AND permission = ?",
-                    (uri, permission),
-                )
-                conn.executemany(
-                    "INSERT INTO access_control_entries (object_uri, permission, principal)"
-                    " VALUES (?, ?, ?)",
-                    [(uri, permission, principal) for principal in principals],
-                )
+    async def write_object_permissions(
+        self,
+        uri: str,
+        replace: Mapping[str, Iterable[str]] | None,
+        add: Iterable[tuple[str, str]] = (),
+    ) -> dict[str, set[str]]:
+        """:meth:`replace_object_permissions` (unless `replace` is None), then
+        :meth:`add_principal_to_ace` for each ``(permission, principal)`` of `add`, then
+        :meth:`get_object_permissions`, in one job (an optional method the service uses
+        when a backend has it)."""
+        self._check_writable()
+        replaced = [
+            (permission, set(principals)) for permission, principals in (replace or {}).items()
+        ]
+        added = [(uri, permission, principal) for permission, principal in add]
 
-        await self._tx.run(replace)
+        def write(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            _replace(conn, uri, replaced)
+            conn.executemany(
+                "INSERT INTO access_control_entries (object_uri, permission, principal)"
+                " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                added,
+            )
+            return conn.execute(
+                "SELECT permission, principal FROM access_control_entries WHERE object_uri = ?",
+                (uri,),
+            ).fetchall()
+
+        permissions: dict[str, set[str]] = defaultdict(set)
+        for permission, principal in await self._tx.run(write):
+            permissions[permission].add(principal)
+        return dict(permissions)
 
     async def add_principal_to_ace(self, uri: str, permission: str, principal: str) -> None:
         self._check_writable()
@@ -185,6 +205,19 @@ class SQLitePermission:
 
     async def aclose(self) -> None:
         await self.db.aclose()
+
+
+def _replace(conn: sqlite3.Connection, uri: str, replaced: list[tuple[str, set[str]]]) -> None:
+    for permission, principals in replaced:
+        conn.execute(
+            "DELETE FROM access_control_entries WHERE object_uri = ? AND permission = ?",
+            (uri, permission),
+        )
+        conn.executemany(
+            "INSERT INTO access_control_entries (object_uri, permission, principal)"
+            " VALUES (?, ?, ?)",
+            [(uri, permission, principal) for principal in principals],
+        )
 
 
 def _uri_matches(pattern: str, params: SQLParams) -> str:

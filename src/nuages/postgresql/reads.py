@@ -21,6 +21,17 @@ class PostgreSQLObjectReader:
         sql, args = object_read_sql(read)
         return reads.object_view(read, await self.db.fetch_once(sql, *args))
 
+    async def stored_principals(self, user_ids: tuple[str, ...]) -> frozenset[str]:
+        if not user_ids:
+            return frozenset()
+        rows = await self.db.fetch_once(
+            "SELECT principal FROM user_principals"
+            " WHERE left(user_id, 200) = ANY($1::text[]) AND user_id = ANY($2::text[])",
+            [user_id[:200] for user_id in user_ids],
+            list(user_ids),
+        )
+        return frozenset(principal for (principal,) in rows)
+
 
 def object_read_sql(read: ObjectRead) -> tuple[str, list[Any]]:
     """The tagged ``UNION ALL`` of :mod:`nuages.storage.reads` for `read`. Rows are keyed

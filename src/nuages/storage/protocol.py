@@ -136,3 +136,7 @@ class ObjectReader(Protocol):
     database, else None; the service then uses separate calls in a transaction."""
 
     async def read_object(self, read: ObjectRead) -> ObjectView: ...
+
+    async def stored_principals(self, user_ids: tuple[str, ...]) -> frozenset[str]:
+        """The stored principals of `user_ids`, in one statement outside any transaction."""
+        ...

@@ -288,6 +288,15 @@ class SQLiteObjectReader:
         rows = await self.db.read_once(lambda conn: conn.execute(sql, params).fetchall())
         return reads.object_view(read, rows)
 
+    async def stored_principals(self, user_ids: tuple[str, ...]) -> frozenset[str]:
+        if not user_ids:
+            return frozenset()
+        params = SQLParams()
+        holders = params.strings_in("user_id", user_ids)
+        sql = f"SELECT principal FROM user_principals WHERE {holders}"
+        rows = await self.db.read_once(lambda conn: conn.execute(sql, params.values).fetchall())
+        return frozenset(principal for (principal,) in rows)
+
 
 def object_read_sql(read: ObjectRead) -> tuple[str, dict[str, Any]]:
     """The tagged ``UNION ALL`` of :mod:`nuages.storage.reads` for `read`."""

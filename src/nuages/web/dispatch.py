@@ -542,8 +542,13 @@ class Dispatcher:
             if write and tx is None and (attempt := errors.CURRENT_ATTEMPT.get()) is not None:
                 # Writes in one scope may share a commit (PostgreSQL group commit).
                 attempt.scope = req.path if plural else req.path.rpartition("/")[0]
+            # With a reader, the caller's principals are read first, on their own: not while
+            # the request holds a write lock.
+            preloaded = None
+            if tx is None and service.reader is not None:
+                preloaded = await service.load_caller(user_id)
             async with self.transaction(tx, write=write) as t:
-                caller = await load_caller(t.permission, user_id)
+                caller = preloaded or await load_caller(t.permission, user_id)
                 call = self._call(req, route, params, body, caller)
                 if route.prepare is not None:
                     call = await route.prepare(req, call)
