@@ -52,6 +52,8 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; ",
     "X-Content-Type-Options": "nosniff",
 }
+# Access-Control-Expose-Headers by (resource or plural route, plural route, HEAD).
+_EXPOSED_VALUES: dict[tuple[bool, bool, bool], str] = {}
 _VERSION_PREFIX = re.compile(r"^/v(\d+)(/.*)?$")
 
 Handler = Callable[[WebRequest, dict[str, str], "Tx | None"], Awaitable[WebResponse]]
@@ -117,6 +119,7 @@ class Dispatcher:
         self.settings = settings
         self.service = service
         self.routes: list[Route] = []
+        self._spec_routes: dict[tuple[int, bool], Route] = {}  # _route_for's answers
         self.prefix = "/v1"
         # Capabilities announced in GET /v1/ by plugins (name -> description, url, ...), or
         # a function of the API's URL (``https://host/v1/``) returning them.
@@ -364,7 +367,15 @@ class Dispatcher:
         headers = response.headers
         for key, value in SECURITY_HEADERS.items():
             headers.setdefault(key, value)
-        headers["Access-Control-Expose-Headers"] = ", ".join(self._exposed(route, req.method))
+        kind = (
+            route is not None and (route.is_resource or route.plural),
+            route is not None and route.plural,
+            req.method == "HEAD",
+        )
+        exposed = _EXPOSED_VALUES.get(kind)
+        if exposed is None:
+            exposed = _EXPOSED_VALUES[kind] = ", ".join(self._exposed(route, req.method))
+        headers["Access-Control-Expose-Headers"] = exposed
         origin = req.headers.get("origin")
         if origin is not None and self._origin_allowed(origin):
             headers["Access-Control-Allow-Origin"] = "*" if "*" in s.cors_origins else origin
@@ -558,8 +569,12 @@ class Dispatcher:
         return handler
 
     def _route_for(self, spec: ResourceSpec, *, plural: bool) -> Route:
+        found = self._spec_routes.get((id(spec), plural))
+        if found is not None:
+            return found
         for route in self.routes:
             if route.spec is spec and route.plural == plural:
+                self._spec_routes[(id(spec), plural)] = route
                 return route
         raise LookupError(spec.name)  # pragma: no cover
 
