@@ -467,17 +467,28 @@ class PostgreSQLDatabase:
         """Run one read statement outside any transaction (a statement is its own
         snapshot: no BEGIN, no COMMIT). It does not see the writes of a transaction open
         in this context: call it where none is."""
+        async with self.statements() as fetch:
+            return await fetch(sql, *args)
+
+    @asynccontextmanager
+    async def statements(self) -> AsyncIterator[Callable[..., Awaitable[list[Any]]]]:
+        """A ``fetch(sql, *args)`` for read statements on one connection, outside any
+        transaction (each statement is its own snapshot); as :meth:`fetch_once`."""
         async with self._connection() as conn:
-            try:
-                rows: list[Any] = await conn.fetch(sql, *args, timeout=self.timeout)
-            except _UNAVAILABLE as exc:
-                if _connection_lost(exc):
-                    _discard(conn)
-                raise _backend_error(exc) from exc
-            except BaseException:
-                _discard(conn)  # cancelled mid-statement: the connection's state is unknown
-                raise
-            return rows
+
+            async def fetch(sql: str, *args: Any) -> list[Any]:
+                try:
+                    rows: list[Any] = await conn.fetch(sql, *args, timeout=self.timeout)
+                except _UNAVAILABLE as exc:
+                    if _connection_lost(exc):
+                        _discard(conn)
+                    raise _backend_error(exc) from exc
+                except BaseException:
+                    _discard(conn)  # cancelled mid-statement: its state is unknown
+                    raise
+                return rows
+
+            yield fetch
 
     async def run_read(self, job: Callable[[PostgreSQLTransaction], Awaitable[T]]) -> T:
         """Run `job` in the transaction open in this context, or in a read transaction."""

@@ -3,6 +3,7 @@ holding both the storage and the permission tables."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from nuages.postgresql.database import PostgreSQLDatabase, digest
@@ -11,31 +12,55 @@ from nuages.storage.protocol import ObjectRead, ObjectView
 
 
 class PostgreSQLObjectReader:
-    """:class:`~nuages.storage.protocol.ObjectReader`: one round trip, outside any
-    transaction (a statement sees one snapshot, even in ``READ COMMITTED``)."""
+    """:class:`~nuages.storage.protocol.ObjectReader`: outside any transaction (a statement
+    sees one snapshot, even in ``READ COMMITTED``); one round trip, two with stored
+    principals to read."""
 
     def __init__(self, db: PostgreSQLDatabase) -> None:
         self.db = db
 
     async def read_object(self, read: ObjectRead) -> ObjectView:
-        sql, args = object_read_sql(read)
-        return reads.object_view(read, await self.db.fetch_once(sql, *args))
+        # Two statements on one connection: the stored principals, then the rest with
+        # every principal given. One statement joining user_principals to the ACL costs
+        # PostgreSQL more to plan (0.9 ms here, a custom plan each time) than both (0.3).
+        async with self.db.statements() as fetch:
+            stored: frozenset[str] = frozenset()
+            if read.user_ids:
+                stored = _principals(await fetch(_PRINCIPALS, *_principals_args(read.user_ids)))
+            given = replace(
+                read, user_ids=(), principals=tuple(dict.fromkeys((*read.principals, *stored)))
+            )
+            sql, args = object_read_sql(given)
+            view = reads.object_view(given, await fetch(sql, *args))
+        return ObjectView(stored, view.granted, view.object, view.parent, view.permissions)
 
     async def stored_principals(self, user_ids: tuple[str, ...]) -> frozenset[str]:
         if not user_ids:
             return frozenset()
-        rows = await self.db.fetch_once(
-            "SELECT principal FROM user_principals"
-            " WHERE left(user_id, 200) = ANY($1::text[]) AND user_id = ANY($2::text[])",
-            [user_id[:200] for user_id in user_ids],
-            list(user_ids),
-        )
-        return frozenset(principal for (principal,) in rows)
+        return _principals(await self.db.fetch_once(_PRINCIPALS, *_principals_args(user_ids)))
+
+
+_PRINCIPALS = (
+    "SELECT principal FROM user_principals"
+    " WHERE left(user_id, 200) = ANY($1::text[]) AND user_id = ANY($2::text[])"
+)
+
+
+def _principals_args(user_ids: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    return [user_id[:200] for user_id in user_ids], list(user_ids)  # left() counts characters
+
+
+def _principals(rows: list[Any]) -> frozenset[str]:
+    return frozenset(principal for (principal,) in rows)
 
 
 def object_read_sql(read: ObjectRead) -> tuple[str, list[Any]]:
-    """The tagged ``UNION ALL`` of :mod:`nuages.storage.reads` for `read`. Rows are keyed
-    by digests (:mod:`nuages.storage.postgresql`, :mod:`nuages.permission.postgresql`)."""
+    """The tagged ``UNION ALL`` of :mod:`nuages.storage.reads` for `read`, whose principals
+    are all given (no `user_ids`: :meth:`PostgreSQLObjectReader.read_object` reads them
+    first). Rows are keyed by digests (:mod:`nuages.storage.postgresql`,
+    :mod:`nuages.permission.postgresql`)."""
+    if read.user_ids:
+        raise ValueError("read the stored principals first")
     args: list[Any] = []
 
     def bind(value: Any, cast: str = "") -> str:
@@ -52,13 +77,6 @@ def object_read_sql(read: ObjectRead) -> tuple[str, list[Any]]:
     selects = [one(reads.OBJECT, read.object)]
     if read.parent is not None:
         selects.append(one(reads.PARENT, read.parent))
-    holders = None
-    if read.user_ids:
-        lefts = bind([user_id[:200] for user_id in read.user_ids], "::text[]")
-        holders = (
-            f"left(u.user_id, 200) = ANY({lefts})"
-            f" AND u.user_id = ANY({bind(list(read.user_ids), '::text[]')})"
-        )
     if read.bound:
         keys = [
             digest(uri, permission, principal)
@@ -66,26 +84,14 @@ def object_read_sql(read: ObjectRead) -> tuple[str, list[Any]]:
             for principal in set(read.principals)
         ]
         keys_param = bind(keys, "::bytea[]")
-        granted = f"EXISTS (SELECT 1 FROM access_control_entries WHERE key = ANY({keys_param}))"
-        if holders is not None:
-            uris = bind([uri for uri, _ in read.bound], "::text[]")
-            permissions = bind([permission for _, permission in read.bound], "::text[]")
-            granted += (
-                " OR EXISTS (SELECT 1 FROM user_principals AS u JOIN access_control_entries AS a"
-                " ON left(a.principal, 200) = left(u.principal, 200) AND a.principal = u.principal"
-                f" WHERE {holders} AND (a.object_uri, a.permission) IN"
-                f" (SELECT * FROM unnest({uris}, {permissions})))"
-            )
-        selects.append(f"SELECT {reads.GRANTED}, NULL, NULL, NULL, NULL WHERE {granted}")
+        selects.append(
+            f"SELECT {reads.GRANTED}, NULL, NULL, NULL, NULL WHERE EXISTS"
+            f" (SELECT 1 FROM access_control_entries WHERE key = ANY({keys_param}))"
+        )
     if read.acl_uri is not None:
         uri = bind(read.acl_uri)
         selects.append(
             f"SELECT {reads.ACL}, NULL, NULL, permission, principal FROM access_control_entries"
             f' WHERE left(object_uri, 200) COLLATE "C" = left({uri}, 200) AND object_uri = {uri}'
-        )
-    if holders is not None:
-        selects.append(
-            f"SELECT {reads.PRINCIPAL}, NULL, NULL, u.principal, NULL"
-            f" FROM user_principals AS u WHERE {holders}"
         )
     return " UNION ALL ".join(selects), args
