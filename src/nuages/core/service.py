@@ -41,7 +41,13 @@ from nuages.core.preconditions import ETagCondition
 from nuages.core.querystring import ListParams, parse_list_params, project
 from nuages.core.resource import OWNER, JSONObject, ResourceSpec
 from nuages.permission.protocol import Permission, PermissionTransaction
-from nuages.storage.protocol import ObjectRead, ObjectReader, Storage, StorageTransaction
+from nuages.storage.protocol import (
+    ObjectRead,
+    ObjectReader,
+    ObjectView,
+    Storage,
+    StorageTransaction,
+)
 
 RESPONSE_BEHAVIORS = ("full", "light", "diff")
 PATCH_TYPES = ("application/json", "application/merge-patch+json", "application/json-patch+json")
@@ -132,16 +138,60 @@ class Service:
 
     # -- authorization --------------------------------------------------------
     async def _allowed(
-        self, tx: Tx, call: Call, perm: str, uris: Mapping[str, str], *, setting: str | None = None
+        self,
+        tx: Tx,
+        call: Call,
+        perm: str,
+        uris: Mapping[str, str],
+        *,
+        setting: str | None = None,
+        checked: bool | None = None,
     ) -> bool:
-        """Whether the caller holds ``<resource>:<perm>`` on the object whose chain is `uris`."""
+        """Whether the caller holds ``<resource>:<perm>`` on the object whose chain is `uris`.
+        `checked`: the permission backend's answer, when it was asked already."""
         if call.spec.owned:
             return self._is_owner(call)
         key = f"{call.spec.name}:{perm}"
         if self._granted_by_settings(call, key, setting or perm.split(":")[0]):
             return True
+        if checked is not None:
+            return checked
         bound = bound_permissions(self.tree, key, uris)
         return bool(bound) and await tx.permission.check_permission(call.caller.principals, bound)
+
+    async def _parent_exists_and_checked(
+        self, tx: Tx, call: Call, perm: str, uris: Mapping[str, str]
+    ) -> bool | None:
+        """:meth:`_parent_exists`, and with it, when the backends can read both in one
+        statement, whether the permission backend grants ``<resource>:<perm>`` on `uris`
+        (else None: :meth:`_allowed` asks it)."""
+        spec = call.spec
+        parent = spec.parent
+        read_object = getattr(tx.storage, "read_object", None)
+        if (
+            read_object is None
+            or self.reader is None  # the permission tables are elsewhere
+            or parent is None
+            or parent is OWNER
+            or spec.owned
+        ):
+            await self._parent_exists(tx, call)
+            return None
+        pid = call.ids[parent.name]
+        if not parent.is_valid_id(pid):
+            raise ObjectNotFound(parent.name, pid, parent=True)
+        bound = bound_permissions(self.tree, f"{spec.name}:{perm}", uris)
+        view: ObjectView = await read_object(
+            ObjectRead(
+                user_ids=(),
+                principals=call.caller.principals,
+                bound=tuple(bound),
+                object=(parent.name, parent.parent_uri(call.ids), pid),
+            )
+        )
+        if view.object is None:
+            raise ObjectNotFound(parent.name, pid, parent=True)
+        return view.granted
 
     def _granted_by_settings(self, call: Call, key: str, perm: str) -> bool:
         """Settings grants, as Kinto's ``RouteFactory.check_permission`` (protocol/06 §3).
@@ -737,8 +787,10 @@ class Service:
 
     async def post_list(self, tx: Tx, call: Call) -> Outcome:
         spec = call.spec
+        create_uris = spec.level_uris(call.ids, None)
+        checked = None  # the create permission, when read with the parent
         if spec.parent_must_exist:
-            await self._parent_exists(tx, call)
+            checked = await self._parent_exists_and_checked(tx, call, "create", create_uris)
         parent_uri = spec.parent_uri(call.ids)
         body = call.body if isinstance(call.body, dict) else {}
         data_given = body.get("data")
@@ -757,7 +809,8 @@ class Service:
             await self._check_preconditions(tx, call, existing, uris)
             acl = await tx.permission.get_object_permissions(uris[spec.name])
             return Outcome(200, self._annotate(call, existing, acl), existing["last_modified"])
-        await self._require(tx, call, "create", spec.level_uris(call.ids, None))
+        if not await self._allowed(tx, call, "create", create_uris, checked=checked):
+            raise self._deny(call)
         data, perms = self._parse_body(call)
         self._check_permissions(spec, perms, nulls=True)
         await self._check_preconditions(tx, call, None, {})

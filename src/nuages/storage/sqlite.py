@@ -71,6 +71,13 @@ class SQLiteStorageTransaction:
             current = await self._tx.run(lambda conn: _scope_timestamp(conn, scope))
         return timestamp if current is None else current
 
+    async def read_object(self, read: ObjectRead) -> ObjectView:
+        """An :class:`ObjectRead` in this transaction, in one statement: valid when the
+        permission backend keeps its tables in this file (``SQLiteStorage.object_reader``)."""
+        sql, params = object_read_sql(read)
+        rows = await self._tx.run(lambda conn: conn.execute(sql, params).fetchall())
+        return reads.object_view(read, rows)
+
     async def get(
         self, resource_name: str, parent_id: str, object_id: str, *, include_deleted: bool = False
     ) -> JSONObject | None:
