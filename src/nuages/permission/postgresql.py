@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final
 
 from nuages.core.errors import BackendError
 from nuages.permission.protocol import BoundPermission
@@ -54,16 +54,42 @@ class PostgreSQLPermissionTransaction:
         self, uri: str, permissions: Mapping[str, Iterable[str]]
     ) -> None:
         self._check_writable()
-        for permission, principals in permissions.items():
+        if permissions:
             await self._tx.execute(
-                "DELETE FROM access_control_entries WHERE "
-                + _URI_EQUALS.format(p="$1")
-                + " AND permission = $2",
-                uri,
-                permission,
+                _REPLACE, uri, sorted(permissions), *_entries(uri, permissions, ())
             )
-            for principal in set(principals):
-                await self.add_principal_to_ace(uri, permission, principal)
+
+    async def write_object_permissions(
+        self,
+        uri: str,
+        replace: Mapping[str, Iterable[str]] | None,
+        add: Iterable[tuple[str, str]] = (),
+    ) -> dict[str, set[str]]:
+        """:meth:`replace_object_permissions` (unless `replace` is None), then
+        :meth:`add_principal_to_ace` for each ``(permission, principal)`` of `add`, then
+        :meth:`get_object_permissions`: in one statement (an optional method the service
+        uses when a backend has it)."""
+        self._check_writable()
+        replacing = {
+            permission: set(principals) for permission, principals in (replace or {}).items()
+        }
+        added = list(add)
+        entries = _entries(uri, replacing, added)
+        # The statement reads the entries as they were before it (one snapshot): what it
+        # deletes and inserts is applied here.
+        if replacing:
+            rows = await self._tx.fetch(_REPLACE_AND_READ, uri, sorted(replacing), *entries)
+        else:
+            rows = await self._tx.fetch(_ADD_AND_READ, uri, *entries)
+        permissions: dict[str, set[str]] = defaultdict(set)
+        for permission, principal in rows:
+            if permission not in replacing:
+                permissions[permission].add(principal)
+        for permission, principals in replacing.items():
+            permissions[permission].update(principals)
+        for permission, principal in added:
+            permissions[permission].add(principal)
+        return {permission: found for permission, found in permissions.items() if found}
 
     async def add_principal_to_ace(self, uri: str, permission: str, principal: str) -> None:
         self._check_writable()
@@ -150,6 +176,50 @@ class PostgreSQLPermissionTransaction:
             " WHERE left(principal, 200) = left($1, 200) AND principal = $1",
             principal,
         )
+
+
+def _entries(
+    uri: str, replace: Mapping[str, Iterable[str]], add: Iterable[tuple[str, str]]
+) -> list[Any]:
+    """The wanted entries of `uri` (the new principals of `replace`, and `add`), as the
+    parameters of :func:`_insert`: keys, permissions, principals."""
+    ordered = sorted({(p, q) for p, principals in replace.items() for q in principals} | set(add))
+    return [
+        [digest(uri, p, q) for p, q in ordered],
+        [p for p, _ in ordered],
+        [q for _, q in ordered],
+    ]
+
+
+def _insert(first: int) -> str:
+    """Insert the wanted entries (parameters `first`..`first` + 2, :func:`_entries`) of
+    the URI $1, unless present."""
+    k, p, q = (f"${n}" for n in range(first, first + 3))
+    return (
+        "INSERT INTO access_control_entries (key, object_uri, permission, principal)"
+        " SELECT n.key, $1::text, n.permission, n.principal"
+        f" FROM unnest({k}::bytea[], {p}::text[], {q}::text[]) AS n(key, permission, principal)"
+        " ON CONFLICT DO NOTHING"
+    )
+
+
+# Statements of replace_object_permissions and write_object_permissions: $1 the URI, $2
+# the permissions replaced, $3..$5 the wanted entries. The entries of the replaced
+# permissions that are not wanted are deleted, the wanted ones inserted unless present:
+# the two touch different rows, so their order in the statement does not matter.
+_REMOVE: Final = (
+    "WITH removed AS (DELETE FROM access_control_entries WHERE "
+    + _URI_EQUALS.format(p="$1::text")
+    + " AND permission = ANY($2::text[]) AND key <> ALL($3::bytea[]))"
+)
+_READ: Final = (
+    " SELECT permission, principal FROM access_control_entries WHERE "
+    + _URI_EQUALS.format(p="$1::text")
+)
+_REPLACE: Final = _REMOVE + " " + _insert(3)
+# The main SELECT reads the entries as they were before the statement (its snapshot).
+_REPLACE_AND_READ: Final = _REMOVE + ", added AS (" + _insert(3) + ")" + _READ
+_ADD_AND_READ: Final = "WITH added AS (" + _insert(2) + ")" + _READ
 
 
 class PostgreSQLPermission:

@@ -1,0 +1,247 @@
+"""PostgreSQL writes keep the invariants of :mod:`nuages.storage.postgresql`, and the
+permission backend's ``write_object_permissions`` (one statement) equals replace + add + get.
+
+Several databases (pools) on one PostgreSQL database play several processes. A write
+that waited for the scope lock sees the object as committed by the writer it waited for
+(no lost update: TransactionConflict, the request is rerun); under concurrent writers a
+reader never sees a new object below a scope timestamp it already saw, and the live
+count and scope timestamp stay exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+from tests import services
+
+from nuages.core.errors import TransactionConflict
+from nuages.core.objects import ListQuery
+from nuages.permission.postgresql import PostgreSQLPermission
+from nuages.postgresql import PostgreSQLDatabase
+from nuages.storage.postgresql import PostgreSQLStorage, PostgreSQLStorageTransaction
+
+PARENT = "/buckets/b/collections/c"
+RECORD = "record"
+
+Op = Callable[[PostgreSQLStorageTransaction, str], Awaitable[Any]]
+
+
+@pytest.fixture
+async def storages() -> AsyncIterator[list[PostgreSQLStorage]]:
+    """Three storages with pools of their own on one emptied database."""
+    services.require("postgresql")
+    url = await services.create_database()
+    await services.empty_database(url)
+    backends = [PostgreSQLStorage(PostgreSQLDatabase(url, pool_size=4)) for _ in range(3)]
+    yield backends
+    for backend in backends:
+        await backend.aclose()
+
+
+async def _create(tx: PostgreSQLStorageTransaction, object_id: str) -> Any:
+    return await tx.create(RECORD, PARENT, {"id": object_id, "v": "new"})
+
+
+async def _update(tx: PostgreSQLStorageTransaction, object_id: str) -> Any:
+    return await tx.update(RECORD, PARENT, object_id, {"id": object_id, "v": "updated"})
+
+
+async def _delete(tx: PostgreSQLStorageTransaction, object_id: str) -> Any:
+    return await tx.delete(RECORD, PARENT, object_id)
+
+
+async def _scope_row(storage: PostgreSQLStorage) -> tuple[int, int, int, int]:
+    """(scope timestamp, live_count, live objects counted, greatest object timestamp)."""
+    conn = await asyncpg.connect(storage.db.dsn)
+    try:
+        row = await conn.fetchrow(
+            "SELECT t.last_modified, t.live_count,"
+            " (SELECT count(*) FROM objects o WHERE o.scope = t.scope AND NOT o.deleted),"
+            " (SELECT max(last_modified) FROM objects o WHERE o.scope = t.scope)"
+            " FROM timestamps t WHERE t.parent_id = $1 AND t.resource_name = $2",
+            PARENT,
+            RECORD,
+        )
+    finally:
+        await conn.close()
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "exists"),
+    [
+        (_update, _update, True),
+        (_update, _delete, True),
+        (_delete, _update, True),
+        (_delete, _delete, True),
+        (_create, _create, False),
+        (_create, _update, False),
+    ],
+)
+async def test_a_write_that_waited_for_the_scope_lock_sees_the_newest_object(
+    storages: list[PostgreSQLStorage], first: Op, second: Op, exists: bool
+) -> None:
+    a_storage, b_storage = storages[0], storages[1]
+    async with a_storage.transaction(write=True) as tx:
+        await tx.create(RECORD, PARENT, {"id": "other", "v": 0})  # the scope exists
+        if exists:
+            await tx.create(RECORD, PARENT, {"id": "x", "v": 0})
+    b_read, a_wrote = asyncio.Event(), asyncio.Event()
+
+    async def b() -> None:
+        async with b_storage.transaction(write=True) as tx:
+            assert (await tx.get(RECORD, PARENT, "x") is not None) == exists
+            b_read.set()
+            await a_wrote.wait()
+            await second(tx, "x")
+
+    async with a_storage.transaction(write=True) as tx:
+        await tx.get(RECORD, PARENT, "x")
+        task = asyncio.create_task(b())
+        await b_read.wait()
+        await first(tx, "x")
+        a_wrote.set()
+        await asyncio.sleep(0.2)
+        assert not task.done()  # waiting for the scope lock, which A holds
+    # B read "x" before A changed it: its write must not pass (the request is rerun).
+    with pytest.raises(TransactionConflict):
+        await task
+    timestamp, live, counted, newest = await _scope_row(a_storage)
+    assert live == counted and timestamp == newest
+
+
+async def test_a_write_waiting_for_the_scope_lock_takes_the_next_timestamp(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    a_storage, b_storage = storages[0], storages[1]
+    async with a_storage.transaction(write=True) as tx:
+        await tx.create(RECORD, PARENT, {"id": "x", "v": 0})
+    async with a_storage.transaction(write=True) as tx:
+        await tx.get(RECORD, PARENT, "x")
+        a = await _update(tx, "x")
+
+        async def b() -> Any:
+            async with b_storage.transaction(write=True) as tx:
+                return await _create(tx, "y")  # never read: no precondition on it
+
+        task = asyncio.create_task(b())
+        await asyncio.sleep(0.2)
+        assert not task.done()
+    b_created = await task
+    assert b_created["last_modified"] > a["last_modified"]
+    timestamp, live, counted, newest = await _scope_row(a_storage)
+    assert (timestamp, newest, live, counted) == (b_created["last_modified"], timestamp, 2, 2)
+
+
+async def test_concurrent_writers_keep_timestamps_ordered_and_counts_exact(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    ids = [f"r{i}" for i in range(6)]  # few ids: writers meet on the same objects
+    async with storages[0].transaction(write=True) as tx:
+        await tx.create(RECORD, PARENT, {"id": "seed"})
+    stop = asyncio.Event()
+    conflicts = 0
+    written: list[int] = []
+
+    async def writer(storage: PostgreSQLStorage, seed: int) -> None:
+        nonlocal conflicts
+        rng = random.Random(seed)
+        for _ in range(30):
+            object_id = rng.choice(ids)
+            while True:
+                try:
+                    async with storage.transaction(write=True) as tx:
+                        found = await tx.get(RECORD, PARENT, object_id)
+                        if found is None:
+                            result = await _create(tx, object_id)
+                        elif rng.random() < 0.5:
+                            result = await _update(tx, object_id)
+                        else:
+                            result = await _delete(tx, object_id)
+                        if rng.random() < 0.3:  # a second write in the same transaction
+                            extra = f"{object_id}-{rng.randrange(3)}"
+                            if await tx.get(RECORD, PARENT, extra) is None:
+                                await _create(tx, extra)
+                    written.append(result["last_modified"])
+                    break
+                except TransactionConflict:
+                    conflicts += 1
+
+    async def reader() -> int:
+        """Snapshots of the scope: none adds an object below a timestamp seen before."""
+        previous_timestamp, previous = -1, {}
+        reads = 0
+        query = ListQuery(include_deleted=True)
+        while not stop.is_set() or reads < 3:
+            async with storages[2].transaction(write=False) as tx:
+                timestamp = await tx.resource_timestamp(RECORD, PARENT)
+                objects = {
+                    o["id"]: o["last_modified"] for o in await tx.list(RECORD, PARENT, query)
+                }
+            assert timestamp >= previous_timestamp
+            assert timestamp == max(objects.values())
+            assert len(set(objects.values())) == len(objects)  # unique timestamps
+            late = {
+                i: t for i, t in objects.items() if t <= previous_timestamp and previous.get(i) != t
+            }
+            assert not late, (previous_timestamp, late)
+            previous_timestamp, previous = timestamp, objects
+            reads += 1
+        return reads
+
+    reading = asyncio.create_task(reader())
+    await asyncio.gather(*(writer(storages[n % 3], n) for n in range(9)))
+    stop.set()
+    assert await reading >= 3
+    assert len(set(written)) == len(written) == 9 * 30
+    timestamp, live, counted, newest = await _scope_row(storages[0])
+    assert live == counted and timestamp == newest
+    async with storages[0].transaction(write=False) as tx:
+        assert await tx.count(RECORD, PARENT, ListQuery()) == counted
+
+
+async def test_write_object_permissions_is_replace_add_and_get_in_one_statement(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    permission = PostgreSQLPermission(storages[0].db)
+    rng = random.Random(7)
+    principals = ["alice", "bob", "carl", "system.Everyone"]
+    perms = ["read", "write", "record:create"]
+    statements: list[str] = []
+
+    def log(record: Any) -> None:
+        statements.append(record.query)
+
+    for case in range(40):
+        fast, slow = f"/fast/{case}", f"/slow/{case}"
+        initial = {p: rng.sample(principals, rng.randrange(3)) for p in rng.sample(perms, 2)}
+        replace = (
+            None
+            if rng.random() < 0.3
+            else {p: rng.sample(principals, rng.randrange(3)) for p in rng.sample(perms, 2)}
+        )
+        add = [(rng.choice(perms), rng.choice(principals)) for _ in range(rng.randrange(3))]
+        async with permission.transaction(write=True) as tx:
+            for uri in (fast, slow):
+                await tx.replace_object_permissions(uri, initial)
+            if replace is not None:
+                await tx.replace_object_permissions(slow, replace)
+            for p, q in add:
+                await tx.add_principal_to_ace(slow, p, q)
+            expected = await tx.get_object_permissions(slow)
+            conn = tx._tx.conn
+            statements.clear()
+            conn.add_query_logger(log)
+            try:
+                answered = await tx.write_object_permissions(fast, replace, add)
+            finally:
+                conn.remove_query_logger(log)
+            await asyncio.sleep(0)  # the driver calls query loggers soon, not at once
+            assert len(statements) == 1, statements
+            assert answered == expected, (initial, replace, add)
+            assert await tx.get_object_permissions(fast) == expected
