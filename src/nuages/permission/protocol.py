@@ -80,3 +80,19 @@ class Permission(Protocol):
     async def flush(self) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+class ACLWriter(Protocol):
+    """Optional in a :class:`PermissionTransaction` (the service uses it when present)."""
+
+    async def write_object_permissions(
+        self,
+        uri: str,
+        replace: Mapping[str, Iterable[str]] | None,
+        add: Iterable[tuple[str, str]] = (),
+    ) -> dict[str, set[str]]:
+        """:meth:`~PermissionTransaction.replace_object_permissions` (unless `replace` is
+        None), :meth:`~PermissionTransaction.add_principal_to_ace` for each
+        ``(permission, principal)`` of `add`, then the object's ACL as
+        :meth:`~PermissionTransaction.get_object_permissions` reads it: at once."""
+        ...

@@ -52,10 +52,7 @@ class SQLitePermissionTransaction:
         replace: Mapping[str, Iterable[str]] | None,
         add: Iterable[tuple[str, str]] = (),
     ) -> dict[str, set[str]]:
-        """:meth:`replace_object_permissions` (unless `replace` is None), then
-        :meth:`add_principal_to_ace` for each ``(permission, principal)`` of `add`, then
-        :meth:`get_object_permissions`, in one job (an optional method the service uses
-        when a backend has it)."""
+        """:class:`~nuages.permission.protocol.ACLWriter`, in one job."""
         self._check_writable()
         replaced = [
             (permission, set(principals)) for permission, principals in (replace or {}).items()
