@@ -149,15 +149,21 @@ class Service:
     ) -> bool:
         """Whether the caller holds ``<resource>:<perm>`` on the object whose chain is `uris`.
         `checked`: the permission backend's answer, when it was asked already."""
+        decided = self._decided(call, perm, setting=setting)
+        if decided is not None:
+            return decided
+        if checked is not None:
+            return checked
+        bound = bound_permissions(self.tree, f"{call.spec.name}:{perm}", uris)
+        return bool(bound) and await tx.permission.check_permission(call.caller.principals, bound)
+
+    def _decided(self, call: Call, perm: str, *, setting: str | None = None) -> bool | None:
+        """What :meth:`_allowed` answers without the permission backend: an owned object's
+        owner, or a settings grant; None when the backend must be asked."""
         if call.spec.owned:
             return self._is_owner(call)
         key = f"{call.spec.name}:{perm}"
-        if self._granted_by_settings(call, key, setting or perm.split(":")[0]):
-            return True
-        if checked is not None:
-            return checked
-        bound = bound_permissions(self.tree, key, uris)
-        return bool(bound) and await tx.permission.check_permission(call.caller.principals, bound)
+        return True if self._granted_by_settings(call, key, setting or perm.split(":")[0]) else None
 
     async def _parent_exists_and_checked(
         self, tx: Tx, call: Call, perm: str, uris: Mapping[str, str]
@@ -449,13 +455,8 @@ class Service:
         )
         call.caller = with_stored_principals(call.caller, view.principals)
         # The checks of get_object, in its order: authorization, parent, object.
-        if spec.owned:
-            allowed = self._is_owner(call)
-        else:
-            allowed = view.granted or self._granted_by_settings(
-                call, f"{spec.name}:{perm}", perm.split(":")[0]
-            )
-        if not allowed:
+        allowed = self._decided(call, perm)
+        if not (view.granted if allowed is None else allowed):
             raise self._deny(call)
         if parent_spec is not None and parent_spec is not OWNER and view.parent is None:
             raise ObjectNotFound(parent_spec.name, call.ids[parent_spec.name], parent=True)
