@@ -48,6 +48,7 @@ from typing import Any, Final, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 
+from nuages.core.commits import settle
 from nuages.core.errors import CURRENT_ATTEMPT, BackendError, Error
 
 T = TypeVar("T")
@@ -442,12 +443,7 @@ class PostgreSQLDatabase:
             _discard(group.conn)
         with contextlib.suppress(*_UNAVAILABLE):
             await group.pool.release(group.conn, timeout=self.timeout)
-        for member in group.members:
-            if not member.done():
-                if error is None:
-                    member.set_result(None)
-                else:
-                    member.set_exception(error)
+        settle(group.members, error)
 
     async def run_write(self, job: Callable[[PostgreSQLTransaction], Awaitable[T]]) -> T:
         """Run `job` in the write transaction open in this context, or else in a short

@@ -65,6 +65,7 @@ from typing import Any, Final, TypeVar
 import orjson
 
 from nuages.core import filtering
+from nuages.core.commits import settle
 from nuages.core.errors import CURRENT_ATTEMPT, BackendError, Error, TransactionConflict
 from nuages.core.objects import MISSING, Comparison, Filter
 
@@ -546,12 +547,7 @@ class _Connections:
                     await self.writer.run(_commit)
                 except BaseException as exc:
                     error = exc
-        for member in group.members:
-            if not member.done():
-                if error is None:
-                    member.set_result(None)
-                else:
-                    member.set_exception(error)
+        settle(group.members, error)
 
     async def close(self) -> None:
         if self.group is not None and self.group.committer is not None:
