@@ -48,6 +48,7 @@ from nuages.storage.protocol import (
     Storage,
     StorageTransaction,
 )
+from nuages.storage.reads import decode, fragment
 
 RESPONSE_BEHAVIORS = ("full", "light", "diff")
 PATCH_TYPES = ("application/json", "application/merge-patch+json", "application/json-patch+json")
@@ -730,8 +731,17 @@ class Service:
         return parse_list_params(call.params, known_fields=call.spec.known_fields)
 
     async def _page(
-        self, tx: Tx, call: Call, params: ListParams, visible: frozenset[str] | None
-    ) -> tuple[list[JSONObject], tuple[str, int] | None]:
+        self,
+        tx: Tx,
+        call: Call,
+        params: ListParams,
+        visible: frozenset[str] | None,
+        *,
+        spliced: bool = False,
+    ) -> tuple[list[Any], tuple[str, int] | None]:
+        """A page of objects and the next page's (token, limit). `spliced`: objects for the
+        response only, as JSON fragments of their stored text when the storage offers it
+        (:class:`~nuages.storage.protocol.StoredLister`), else as dicts."""
         spec = call.spec
         limit = pagination.effective_limit(
             params.limit, self.config.paginate_by, self.config.max_fetch_size
@@ -747,12 +757,20 @@ class Service:
             include_deleted=params.include_deleted,
             ids=visible,
         )
-        found = await tx.storage.list(spec.name, spec.parent_uri(call.ids), query)
+        list_stored = getattr(tx.storage, "list_stored", None) if spliced else None
+        found: list[Any]
+        if list_stored is None:
+            found = await tx.storage.list(spec.name, spec.parent_uri(call.ids), query)
+        else:
+            found = await list_stored(spec.name, spec.parent_uri(call.ids), query)
         next_token = None
         if len(found) > limit:
             found = found[:limit]
-            token = pagination.encode_token(found[-1], params.sorting, offset + limit)
+            last = found[-1] if list_stored is None else decode(*found[-1])
+            token = pagination.encode_token(last, params.sorting, offset + limit)
             next_token = (token, limit)
+        if list_stored is not None:
+            found = [fragment(*row) for row in found]
         return found, next_token
 
     async def get_list(self, tx: Tx, call: Call, *, head: bool = False) -> Outcome:
@@ -774,7 +792,7 @@ class Service:
             return Outcome(
                 200, None, timestamp, total=total, alert=params.deprecated_to, cache_expires=expires
             )
-        found, next_token = await self._page(tx, call, params, visible)
+        found, next_token = await self._page(tx, call, params, visible, spliced=not params.fields)
         if params.fields:
             found = [project(o, params.fields) for o in found]
         return Outcome(

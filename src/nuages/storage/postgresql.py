@@ -48,6 +48,8 @@ from nuages.core.objects import Comparison, Filter, Keyset, ListQuery, Sort
 from nuages.core.timestamps import next_timestamp, now_ms, requested_timestamp
 from nuages.postgresql.database import PostgreSQLDatabase, PostgreSQLTransaction, digest
 from nuages.storage.autoindex import PREFIX, AutoIndexConfig, AutoIndexer, Shape, shape_of
+from nuages.storage.protocol import StoredObject, StoredObjects
+from nuages.storage.reads import decode as _decode
 
 if TYPE_CHECKING:
     from nuages.postgresql.reads import PostgreSQLObjectReader
@@ -193,6 +195,12 @@ class PostgreSQLStorageTransaction:
         return {"id": object_id, "last_modified": timestamp, "deleted": True}
 
     async def list(self, resource_name: str, parent_id: str, query: ListQuery) -> list[JSONObject]:
+        return [_decode(*row) for row in await self.list_stored(resource_name, parent_id, query)]
+
+    async def list_stored(
+        self, resource_name: str, parent_id: str, query: ListQuery
+    ) -> StoredObjects:
+        """:meth:`list`, each object as its stored JSON text (``StoredLister``)."""
         shape = index_shape(resource_name, parent_id, query) if self._indexer.enabled else None
         index = None if shape is None else index_statement(shape)
         if index is not None:
@@ -206,7 +214,7 @@ class PostgreSQLStorageTransaction:
                 return await self._live_count(resource_name, parent_id)
 
             await self._indexer.observe(*index, live_objects)
-        return [_listed(*row) for row in rows]
+        return [_stored_row(*row) for row in rows]
 
     async def count(self, resource_name: str, parent_id: str, query: ListQuery) -> int:
         if not query.filters and query.ids is None:
@@ -357,20 +365,14 @@ def _text(value: str) -> str:
     return value.replace("\x00", "\ufffd")
 
 
-def _listed(object_id: str, raw_id: str | None, last_modified: int, body: str) -> JSONObject:
-    return _decode(object_id if raw_id is None else orjson.loads(raw_id), last_modified, body)
+def _stored_row(object_id: str, raw_id: str | None, last_modified: int, body: str) -> StoredObject:
+    """A listed row as (id, last_modified, body); `raw_id` is the JSON of an id with U+0000."""
+    return (object_id if raw_id is None else orjson.loads(raw_id), last_modified, body)
 
 
 def _live(stored: _Stored) -> int:
     """1 when `stored` counts as a live object (not a tombstone), else 0."""
     return 0 if stored.deleted else 1
-
-
-def _decode(object_id: str, last_modified: int, body: str) -> JSONObject:
-    obj: JSONObject = {"id": object_id}
-    obj.update(orjson.loads(body))
-    obj["last_modified"] = last_modified
-    return obj
 
 
 async def _store(

@@ -105,6 +105,21 @@ class Storage(Protocol):
 # (resource_name, parent_id, object_id): where one object lives.
 ObjectKey = tuple[str, str, str]
 
+# (id, last_modified, JSON text of the rest): an object as a SQL backend keeps it.
+StoredObject = tuple[str, int, str]
+StoredObjects = list[StoredObject]
+
+
+class StoredLister(Protocol):
+    """Optional, on a :class:`StorageTransaction`: :meth:`StorageTransaction.list` as the
+    stored JSON text of each object, not parsed. A listing's response splices that text
+    in (:func:`nuages.storage.reads.fragment`) instead of parsing each object and
+    serialising it again."""
+
+    async def list_stored(
+        self, resource_name: str, parent_id: str, query: ListQuery
+    ) -> StoredObjects: ...
+
 
 @dataclass(frozen=True, slots=True)
 class ObjectRead:

@@ -33,7 +33,7 @@ from nuages.core.timestamps import next_timestamp, now_ms, requested_timestamp
 from nuages.sqlite.database import SQLiteDatabase, SQLiteTransaction, SQLParams, encode_parameter
 from nuages.storage import reads
 from nuages.storage.autoindex import PREFIX, AutoIndexConfig, AutoIndexer, Shape, shape_of
-from nuages.storage.protocol import ObjectRead, ObjectView
+from nuages.storage.protocol import ObjectRead, ObjectView, StoredObjects
 from nuages.storage.reads import decode as _decode
 
 JSONObject = dict[str, Any]
@@ -152,6 +152,12 @@ class SQLiteStorageTransaction:
         return {"id": object_id, "last_modified": await self._tx.run(delete), "deleted": True}
 
     async def list(self, resource_name: str, parent_id: str, query: ListQuery) -> list[JSONObject]:
+        return [_decode(*row) for row in await self.list_stored(resource_name, parent_id, query)]
+
+    async def list_stored(
+        self, resource_name: str, parent_id: str, query: ListQuery
+    ) -> StoredObjects:
+        """:meth:`list`, each object as its stored JSON text (``StoredLister``)."""
         shape = index_shape(resource_name, parent_id, query) if self._indexer.enabled else None
         index = None if shape is None else index_statement(shape)
         if index is not None:
@@ -185,7 +191,7 @@ class SQLiteStorageTransaction:
                 return await self._live_count(resource_name, parent_id)
 
             await self._indexer.observe(*index, live_objects)
-        return [_decode(*row) for row in rows]
+        return rows
 
     async def count(self, resource_name: str, parent_id: str, query: ListQuery) -> int:
         if not query.filters and query.ids is None:

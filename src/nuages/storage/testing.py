@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 import pytest
 
 from nuages.core.errors import ObjectNotFound, UnicityError
 from nuages.core.filtering import sort_values
 from nuages.core.objects import MISSING, Comparison, Filter, Keyset, ListQuery, Sort
+from nuages.storage import reads
 from nuages.storage.protocol import JSONObject, Storage
 
 RESOURCE = "record"
@@ -453,6 +455,33 @@ class StorageContract:
         assert await ids(storage, hidden) == ["a"]
         kept = ListQuery(filters=(Filter("s", "apple", C.NOT),), include_deleted=True)
         assert await ids(storage, kept) == list("cgfedb")
+
+    async def test_list_stored_is_the_listing_as_stored_text(self, storage: Storage) -> None:
+        """A backend offering ``list_stored`` (StoredLister) gives the same objects, in the
+        same order, as ``list``; spliced into JSON they read as ``list``'s objects, key
+        order included."""
+        odd = (
+            {"id": "z-empty"},
+            {"id": "nul\u0000id", "s": "a\u0000b", "q": 'quote " and \\'},
+            {"id": "u", "é": "ünïcode ☃", "big": 2**62, "f": 1.5e-7},
+        )
+        await create_all(storage, SAMPLE + odd)
+        async with storage.transaction(write=True) as tx:
+            await tx.delete(RESOURCE, PARENT, "c")
+        async with storage.transaction(write=False) as tx:
+            list_stored = getattr(tx, "list_stored", None)
+            if list_stored is None:
+                pytest.skip("this backend has no list_stored")
+            for query in (
+                ListQuery(include_deleted=True),
+                ListQuery(sorting=(Sort("s", -1),), limit=4),
+                ListQuery(filters=(Filter("n", 1, C.GT),)),
+            ):
+                listed = await tx.list(RESOURCE, PARENT, query)
+                rows = await list_stored(RESOURCE, PARENT, query)
+                assert [reads.decode(*row) for row in rows] == listed
+                spliced = orjson.dumps([reads.fragment(*row) for row in rows])
+                assert spliced == orjson.dumps(listed)
 
     async def test_since_filter_on_last_modified(self, storage: Storage) -> None:
         created = await create_all(storage, SAMPLE)
