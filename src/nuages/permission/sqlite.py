@@ -28,16 +28,7 @@ class SQLitePermissionTransaction:
             raise BackendError("cannot write in a read transaction (open it with write=True)")
 
     async def get_object_permissions(self, uri: str) -> dict[str, set[str]]:
-        rows = await self._tx.run(
-            lambda conn: conn.execute(
-                "SELECT permission, principal FROM access_control_entries WHERE object_uri = ?",
-                (uri,),
-            ).fetchall()
-        )
-        permissions: dict[str, set[str]] = defaultdict(set)
-        for permission, principal in rows:
-            permissions[permission].add(principal)
-        return dict(permissions)
+        return _grouped(await self._tx.run(lambda conn: _acl_rows(conn, uri)))
 
     async def replace_object_permissions(
         self, uri: str, permissions: Mapping[str, Iterable[str]]
@@ -66,15 +57,9 @@ class SQLitePermissionTransaction:
                 " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                 added,
             )
-            return conn.execute(
-                "SELECT permission, principal FROM access_control_entries WHERE object_uri = ?",
-                (uri,),
-            ).fetchall()
+            return _acl_rows(conn, uri)
 
-        permissions: dict[str, set[str]] = defaultdict(set)
-        for permission, principal in await self._tx.run(write):
-            permissions[permission].add(principal)
-        return dict(permissions)
+        return _grouped(await self._tx.run(write))
 
     async def add_principal_to_ace(self, uri: str, permission: str, principal: str) -> None:
         self._check_writable()
@@ -202,6 +187,21 @@ class SQLitePermission:
 
     async def aclose(self) -> None:
         await self.db.aclose()
+
+
+def _acl_rows(conn: sqlite3.Connection, uri: str) -> list[tuple[str, str]]:
+    """The ``(permission, principal)`` entries of `uri`."""
+    return conn.execute(
+        "SELECT permission, principal FROM access_control_entries WHERE object_uri = ?", (uri,)
+    ).fetchall()
+
+
+def _grouped(rows: Iterable[tuple[str, str]]) -> dict[str, set[str]]:
+    """An ACL, ``{permission: principals}``, from its entries."""
+    permissions: dict[str, set[str]] = defaultdict(set)
+    for permission, principal in rows:
+        permissions[permission].add(principal)
+    return dict(permissions)
 
 
 def _replace(conn: sqlite3.Connection, uri: str, replaced: list[tuple[str, set[str]]]) -> None:
