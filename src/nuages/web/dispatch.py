@@ -52,8 +52,13 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; ",
     "X-Content-Type-Options": "nosniff",
 }
-# Access-Control-Expose-Headers by (resource or plural route, plural route, HEAD).
-_EXPOSED_VALUES: dict[tuple[bool, bool, bool], str] = {}
+_READ_EXPOSED_ALL = (*DEFAULT_EXPOSED, *READ_EXPOSED)
+_COUNT_EXPOSED_ALL = (*_READ_EXPOSED_ALL, *COUNT_EXPOSED)
+# The Access-Control-Expose-Headers value of each answer of Dispatcher._exposed.
+_EXPOSED_VALUES: dict[tuple[str, ...], str] = {
+    exposed: ", ".join(exposed)
+    for exposed in (DEFAULT_EXPOSED, _READ_EXPOSED_ALL, _COUNT_EXPOSED_ALL)
+}
 _VERSION_PREFIX = re.compile(r"^/v(\d+)(/.*)?$")
 
 Handler = Callable[[WebRequest, dict[str, str], "Tx | None"], Awaitable[WebResponse]]
@@ -358,8 +363,8 @@ class Dispatcher:
         if route is None or not (route.is_resource or route.plural):
             return DEFAULT_EXPOSED
         if route.plural and method == "HEAD":
-            return (*DEFAULT_EXPOSED, *READ_EXPOSED, *COUNT_EXPOSED)
-        return (*DEFAULT_EXPOSED, *READ_EXPOSED)
+            return _COUNT_EXPOSED_ALL
+        return _READ_EXPOSED_ALL
 
     def _finish(self, req: WebRequest, route: Route | None, response: WebResponse) -> None:
         """Headers every response gets: security, CORS, Backoff, Alert, Retry-After."""
@@ -367,15 +372,7 @@ class Dispatcher:
         headers = response.headers
         for key, value in SECURITY_HEADERS.items():
             headers.setdefault(key, value)
-        kind = (
-            route is not None and (route.is_resource or route.plural),
-            route is not None and route.plural,
-            req.method == "HEAD",
-        )
-        exposed = _EXPOSED_VALUES.get(kind)
-        if exposed is None:
-            exposed = _EXPOSED_VALUES[kind] = ", ".join(self._exposed(route, req.method))
-        headers["Access-Control-Expose-Headers"] = exposed
+        headers["Access-Control-Expose-Headers"] = _EXPOSED_VALUES[self._exposed(route, req.method)]
         origin = req.headers.get("origin")
         if origin is not None and self._origin_allowed(origin):
             headers["Access-Control-Allow-Origin"] = "*" if "*" in s.cors_origins else origin
