@@ -348,7 +348,8 @@ class Service:
         added = []
         if self.config.explicit_permissions:
             added.append(("write", call.creator or call.caller.creator))
-        # Optional in a backend: all of the below in one statement (PostgreSQL).
+        # Optional in a backend (ACLWriter): all of the below at once (one statement on
+        # PostgreSQL, one job on SQLite).
         write_all = getattr(tx.permission, "write_object_permissions", None)
         if write_all is not None:
             acl: dict[str, set[str]] = await write_all(uri, replacing, added)
