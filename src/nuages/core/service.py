@@ -47,6 +47,7 @@ from nuages.storage.protocol import (
     ObjectView,
     Storage,
     StorageTransaction,
+    StoredObjects,
 )
 from nuages.storage.reads import decode, fragment
 
@@ -127,6 +128,12 @@ class Service:
         self.reader: ObjectReader | None = (
             make_reader(permission) if make_reader is not None else None
         )
+
+    @property
+    def reads_pages(self) -> bool:
+        """Whether :meth:`read_list` may answer: the reader also reads pages
+        (:class:`~nuages.storage.protocol.PageReader`)."""
+        return getattr(self.reader, "read_page", None) is not None
 
     @asynccontextmanager
     async def transaction(self, *, write: bool) -> AsyncIterator[Tx]:
@@ -728,6 +735,67 @@ class Service:
             return frozenset()
         raise self._deny(call)
 
+    async def read_list(self, call: Call) -> Outcome | None:
+        """:meth:`get_list` (not HEAD) outside any transaction, in two statements of the
+        backends' reader: the parent with its ``read`` grant, then the page with the scope
+        timestamp (:class:`~nuages.storage.protocol.PageReader`). `call.caller` holds its
+        stored principals. None when the reader cannot answer alone (no ``read_page``, a
+        parent without a ``read`` grant, an id that is not valid, an empty page...): then
+        :meth:`get_list` in a transaction answers, from the start."""
+        read_page = getattr(self.reader, "read_page", None)
+        spec = call.spec
+        parent = spec.parent
+        if (
+            read_page is None
+            or self.reader is None
+            or parent is None
+            or parent is OWNER
+            or spec.owned
+        ):
+            return None
+        pid = call.ids[parent.name]
+        if not parent.is_valid_id(pid):
+            return None
+        # The checks of get_list, in its order: visibility, parameters, parent.
+        key = self._parent_key(spec, "read")
+        by_settings = self._granted_by_settings(call, key, "read")
+        bound = (
+            ()
+            if by_settings
+            else bound_permissions(self.tree, key, parent.level_uris(call.ids, pid))
+        )
+        view = await self.reader.read_object(
+            ObjectRead(
+                user_ids=(),
+                principals=call.caller.principals,
+                bound=tuple(bound),
+                object=(parent.name, parent.parent_uri(call.ids), pid),
+            )
+        )
+        if not (by_settings or view.granted):
+            return None  # maybe some objects shared one by one, or 401/403
+        params = self._list_params(call)
+        checked_parent = view.object if spec.parent_must_exist else None
+        if spec.parent_must_exist and checked_parent is None:
+            raise ObjectNotFound(parent.name, pid, parent=True)
+        query, limit, offset = self._page_query(params, None)
+        page = await read_page(spec.name, spec.parent_uri(call.ids), query)
+        if page is None:
+            return None
+        timestamp, rows = page
+        preconditions.check(
+            current=timestamp, if_match=call.if_match, if_none_match=call.if_none_match, read=True
+        )
+        found, next_token = self._page_of_rows(rows, params, limit, offset)
+        return Outcome(
+            200,
+            {"data": found},
+            timestamp,
+            next_token,
+            alert=params.deprecated_to,
+            cache_expires=self._cache_expires(call, checked_parent),
+        )
+
     def _list_params(self, call: Call) -> ListParams:
         return parse_list_params(call.params, known_fields=call.spec.known_fields)
 
@@ -744,6 +812,24 @@ class Service:
         response only, as JSON fragments of their stored text when the storage offers it
         (:class:`~nuages.storage.protocol.StoredLister`), else as dicts."""
         spec = call.spec
+        query, limit, offset = self._page_query(params, visible)
+        list_stored = getattr(tx.storage, "list_stored", None) if spliced else None
+        if list_stored is not None:
+            rows = await list_stored(spec.name, spec.parent_uri(call.ids), query)
+            return self._page_of_rows(rows, params, limit, offset)
+        found = await tx.storage.list(spec.name, spec.parent_uri(call.ids), query)
+        next_token = None
+        if len(found) > limit:
+            found = found[:limit]
+            token = pagination.encode_token(found[-1], params.sorting, offset + limit)
+            next_token = (token, limit)
+        return found, next_token
+
+    def _page_query(
+        self, params: ListParams, visible: frozenset[str] | None
+    ) -> tuple[ListQuery, int, int]:
+        """The storage query of a page (one object more than the page, to know whether a
+        next page exists), the page's size and its offset in the listing."""
         limit = pagination.effective_limit(
             params.limit, self.config.paginate_by, self.config.max_fetch_size
         )
@@ -758,21 +844,22 @@ class Service:
             include_deleted=params.include_deleted,
             ids=visible,
         )
-        list_stored = getattr(tx.storage, "list_stored", None) if spliced else None
-        found: list[Any]
-        if list_stored is None:
-            found = await tx.storage.list(spec.name, spec.parent_uri(call.ids), query)
-        else:
-            found = await list_stored(spec.name, spec.parent_uri(call.ids), query)
+        return query, limit, offset
+
+    @staticmethod
+    def _page_of_rows(
+        rows: StoredObjects, params: ListParams, limit: int, offset: int
+    ) -> tuple[list[Any], tuple[str, int] | None]:
+        """A page from stored rows: JSON fragments of the stored text, or with ``_fields``
+        the projected objects; only the last row is decoded, for the next page's token."""
         next_token = None
-        if len(found) > limit:
-            found = found[:limit]
-            last = found[-1] if list_stored is None else decode(*found[-1])
-            token = pagination.encode_token(last, params.sorting, offset + limit)
+        if len(rows) > limit:
+            rows = rows[:limit]
+            token = pagination.encode_token(decode(*rows[-1]), params.sorting, offset + limit)
             next_token = (token, limit)
-        if list_stored is not None:
-            found = [fragment(*row) for row in found]
-        return found, next_token
+        if params.fields:
+            return [project(decode(*row), params.fields) for row in rows], next_token
+        return [fragment(*row) for row in rows], next_token
 
     async def get_list(self, tx: Tx, call: Call, *, head: bool = False) -> Outcome:
         spec = call.spec

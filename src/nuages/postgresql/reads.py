@@ -6,9 +6,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from nuages.core.objects import ListQuery
 from nuages.postgresql.database import PostgreSQLDatabase, digest
 from nuages.storage import reads
-from nuages.storage.protocol import ObjectRead, ObjectView
+from nuages.storage.autoindex import AutoIndexer
+from nuages.storage.postgresql import read_page
+from nuages.storage.protocol import ObjectRead, ObjectView, StoredObjects
 
 
 class PostgreSQLObjectReader:
@@ -16,8 +19,9 @@ class PostgreSQLObjectReader:
     sees one snapshot, even in ``READ COMMITTED``); one round trip, two with stored
     principals to read."""
 
-    def __init__(self, db: PostgreSQLDatabase) -> None:
+    def __init__(self, db: PostgreSQLDatabase, indexer: AutoIndexer) -> None:
         self.db = db
+        self.indexer = indexer  # the storage's automatic indexes (read_page uses them)
 
     async def read_object(self, read: ObjectRead) -> ObjectView:
         # Two statements on one connection: the stored principals, then the rest with
@@ -33,6 +37,12 @@ class PostgreSQLObjectReader:
             sql, args = object_read_sql(given)
             view = reads.object_view(given, await fetch(sql, *args))
         return ObjectView(stored, view.granted, view.object, view.parent, view.permissions)
+
+    async def read_page(
+        self, resource_name: str, parent_id: str, query: ListQuery
+    ) -> tuple[int, StoredObjects] | None:
+        """:class:`~nuages.storage.protocol.PageReader`: one round trip."""
+        return await read_page(self.db, self.indexer, resource_name, parent_id, query)
 
     async def stored_principals(self, user_ids: tuple[str, ...]) -> frozenset[str]:
         if not user_ids:

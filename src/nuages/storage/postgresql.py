@@ -313,7 +313,7 @@ class PostgreSQLStorage:
         from nuages.postgresql.reads import PostgreSQLObjectReader
 
         if isinstance(permission, PostgreSQLPermission) and permission.db is self.db:
-            return PostgreSQLObjectReader(self.db)
+            return PostgreSQLObjectReader(self.db, self.indexer)
         return None
 
     async def ping(self) -> bool:
@@ -363,6 +363,33 @@ def _encode(obj: Mapping[str, Any]) -> _Stored:
 def _text(value: str) -> str:
     """`value` as TEXT can hold it (U+0000 becomes U+FFFD): for sorting and prefixes only."""
     return value.replace("\x00", "\ufffd")
+
+
+async def read_page(
+    db: PostgreSQLDatabase,
+    indexer: AutoIndexer,
+    resource_name: str,
+    parent_id: str,
+    query: ListQuery,
+) -> tuple[int, StoredObjects] | None:
+    """The scope's timestamp and :meth:`PostgreSQLStorageTransaction.list_stored`'s rows,
+    in one statement outside any transaction (one snapshot: the timestamp is the ETag of
+    exactly these rows). None when the statement cannot tell it alone: the page is empty
+    or the scope was never written (no timestamp row), or the listing's shape has an
+    automatic index still to build (the transactional listing counts it)."""
+    shape = index_shape(resource_name, parent_id, query) if indexer.enabled else None
+    index = None if shape is None else index_statement(shape)
+    if index is not None:
+        await indexer.refresh()
+        if index[0] not in indexer.known:
+            return None
+    sql, args = list_sql(
+        resource_name, parent_id, query, indexed=index is not None, with_timestamp=True
+    )
+    rows = await db.fetch_once(sql, *args)
+    if not rows or rows[0][4] is None:
+        return None
+    return int(rows[0][4]), [_stored_row(*row[:4]) for row in rows]
 
 
 def _stored_row(object_id: str, raw_id: str | None, last_modified: int, body: str) -> StoredObject:
@@ -728,18 +755,29 @@ def _compact(sql: str, values: list[Any]) -> tuple[str, list[Any]]:
 
 
 def list_sql(
-    resource_name: str, parent_id: str, query: ListQuery, *, indexed: bool = False
+    resource_name: str,
+    parent_id: str,
+    query: ListQuery,
+    *,
+    indexed: bool = False,
+    with_timestamp: bool = False,
 ) -> tuple[str, list[Any]]:
     """The statement and parameters of :meth:`PostgreSQLStorageTransaction.list`;
-    `indexed`: written for the automatic index of its shape (:func:`index_statement`)."""
+    `indexed`: written for the automatic index of its shape (:func:`index_statement`);
+    `with_timestamp`: each row ends with the scope's timestamp (NULL when it has none),
+    read in the statement's snapshot (:func:`read_page`)."""
     params = _Params()
     conditions = _conditions(
         resource_name, parent_id, query, params, live_only=False, indexed=indexed
     )
     if query.keyset is not None:
         conditions.append(_after_keyset(query.sorting, query.keyset, params))
+    timestamp = ""
+    if with_timestamp:
+        scope = params(scope_key(parent_id, resource_name))
+        timestamp = f", (SELECT last_modified FROM timestamps WHERE scope = {scope})"
     sql = (
-        f"SELECT o.id, o.raw_id, o.last_modified, o.body FROM objects AS o"
+        f"SELECT o.id, o.raw_id, o.last_modified, o.body{timestamp} FROM objects AS o"
         f" WHERE {' AND '.join(conditions)}{_order_by(query.sorting)}"
     )
     if query.limit is not None:

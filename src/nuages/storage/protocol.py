@@ -121,6 +121,20 @@ class StoredLister(Protocol):
     ) -> StoredObjects: ...
 
 
+class PageReader(Protocol):
+    """Optional, on an :class:`ObjectReader`: a page of a listing and the scope's timestamp
+    in one statement, outside any transaction (one snapshot, so the timestamp is the ETag
+    of exactly this page)."""
+
+    async def read_page(
+        self, resource_name: str, parent_id: str, query: ListQuery
+    ) -> tuple[int, StoredObjects] | None:
+        """The timestamp and the rows of :meth:`StoredLister.list_stored`; None when one
+        statement cannot tell (an empty page, a scope never written, an automatic index
+        to count): the service then lists in a transaction."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectRead:
     """Everything the read of one object needs, asked of an :class:`ObjectReader` at once."""

@@ -501,7 +501,10 @@ class Dispatcher:
                 return await service.post_list(t, call)
             return await service.delete_list(t, call)
 
-        return self._resource_handler(spec, True, operate)
+        async def read(service: Service, call: Call, req: WebRequest) -> Outcome | None:
+            return await service.read_list(call) if req.method == "GET" else None
+
+        return self._resource_handler(spec, True, operate, read_loaded=read)
 
     def _object_handler(self, spec: ResourceSpec) -> Handler:
         async def operate(service: Service, t: Tx, call: Call, req: WebRequest) -> Outcome:
@@ -525,11 +528,15 @@ class Dispatcher:
         plural: bool,
         operate: Callable[[Service, Tx, Call, WebRequest], Awaitable[Outcome]],
         read: Callable[[Service, Call, WebRequest], Awaitable[Outcome]] | None = None,
+        *,
+        read_loaded: Callable[[Service, Call, WebRequest], Awaitable[Outcome | None]] | None = None,
     ) -> Handler:
         """The pipeline every resource request shares: body, auth, transaction, call.
 
         `read` serves a GET outside any transaction, when the service has a one-statement
-        reader (:meth:`Service.read_object`) and no plugin rule adjusts the call."""
+        reader (:meth:`Service.read_object`) and no plugin rule adjusts the call.
+        `read_loaded` likewise, for a caller whose principals are read first
+        (:meth:`Service.read_list`); when it answers None, the transaction path does."""
 
         async def handler(req: WebRequest, params: dict[str, str], tx: Tx | None) -> WebResponse:
             route = self._route_for(spec, plural=plural)
@@ -555,6 +562,16 @@ class Dispatcher:
             preloaded = None
             if tx is None and service.reader is not None:
                 preloaded = await service.load_caller(user_id)
+                if (
+                    read_loaded is not None
+                    and not write
+                    and route.prepare is None
+                    and service.reads_pages
+                ):
+                    call = self._call(req, route, params, body, preloaded)
+                    read_outcome = await read_loaded(service, call, req)
+                    if read_outcome is not None:
+                        return self._resource_response(req, read_outcome, False)
             async with self.transaction(tx, write=write) as t:
                 caller = preloaded or await load_caller(t.permission, user_id)
                 call = self._call(req, route, params, body, caller)
