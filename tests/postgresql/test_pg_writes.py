@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 from tests import services
 
-from nuages.core.errors import TransactionConflict
+from nuages.core.errors import CURRENT_ATTEMPT, Attempt, TransactionConflict
 from nuages.core.objects import ListQuery
 from nuages.permission.postgresql import PostgreSQLPermission
 from nuages.postgresql import PostgreSQLDatabase
@@ -245,3 +245,125 @@ async def test_write_object_permissions_is_replace_add_and_get_in_one_statement(
             assert len(statements) == 1, statements
             assert answered == expected, (initial, replace, add)
             assert await tx.get_object_permissions(fast) == expected
+
+
+async def _committed_create(storage: PostgreSQLStorage, object_id: str) -> int:
+    async with storage.transaction(write=True) as tx:
+        created = await _create(tx, object_id)
+    return int(created["last_modified"])
+
+
+async def _seed_future_scope(storage: PostgreSQLStorage) -> int:
+    """A scope whose timestamp is ahead of the clock: every write takes previous + 1, so a
+    write computed from a stale value of the scope row repeats a timestamp."""
+    future = 2 * 10**12 + random.randrange(10**9)
+    async with storage.transaction(write=True) as tx:
+        await tx.create(RECORD, PARENT, {"id": "seed", "last_modified": future})
+    return future
+
+
+async def _assert_scope_exact(storage: PostgreSQLStorage) -> None:
+    timestamp, live, counted, newest = await _scope_row(storage)
+    assert (live, timestamp) == (counted, newest)
+    async with storage.transaction(write=False) as tx:
+        stamps = [o["last_modified"] for o in await tx.list(RECORD, PARENT, ListQuery())]
+    assert len(set(stamps)) == len(stamps)
+
+
+async def test_a_scope_lock_undone_by_a_savepoint_is_taken_again(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    """The scope row locked inside a savepoint is unlocked when the savepoint is rolled
+    back: a later write of the transaction must lock and read it again, not reuse the
+    value it knew (another process may have written in the scope meanwhile)."""
+    future = await _seed_future_scope(storages[0])
+    async with storages[0].transaction(write=True) as tx:
+        with pytest.raises(RuntimeError):
+            async with storages[0].transaction(write=True) as nested:
+                assert (await _create(nested, "undone"))["last_modified"] == future + 1
+                raise RuntimeError()
+        # Not blocked: the rollback released the scope row.
+        others = [await _committed_create(storages[1], f"other{i}") for i in range(2)]
+        assert others == [future + 1, future + 2]
+        assert (await _create(tx, "after"))["last_modified"] == future + 3
+    await _assert_scope_exact(storages[0])
+
+
+async def test_a_scope_lock_undone_with_a_failed_group_member_is_taken_again(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    """Group commit: the second member locks the scope in its savepoint and fails; the
+    third, in the same PostgreSQL transaction, must not reuse the value it left."""
+    future = await _seed_future_scope(storages[0])
+    storage = storages[0]
+    ran: list[str] = []
+
+    async def member(name: str) -> None:
+        token = CURRENT_ATTEMPT.set(Attempt(last=False, scope="/v1/scope"))
+        try:
+            async with storage.transaction(write=True) as tx:
+                ran.append(name)
+                if name == "first":  # reads only: no lock; the others queue meanwhile
+                    await tx.get(RECORD, PARENT, "seed")
+                    await asyncio.sleep(0.05)
+                elif name == "failing":
+                    await _create(tx, "undone")
+                    raise RuntimeError()
+                else:
+                    others = [await _committed_create(storages[1], f"o{i}") for i in range(2)]
+                    assert others == [future + 1, future + 2]
+                    await _create(tx, "third")
+        finally:
+            CURRENT_ATTEMPT.reset(token)
+
+    tasks = []
+    for name in ("first", "failing", "third"):
+        tasks.append(asyncio.create_task(member(name)))
+        await asyncio.sleep(0.005)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert ran == ["first", "failing", "third"]
+    assert results[0] is None and isinstance(results[1], RuntimeError) and results[2] is None
+    async with storage.transaction(write=False) as tx:
+        third = await tx.get(RECORD, PARENT, "third")
+        assert await tx.get(RECORD, PARENT, "undone") is None
+    assert third is not None and third["last_modified"] == future + 3
+    await _assert_scope_exact(storage)
+
+
+async def test_writes_after_the_first_in_a_scope_skip_its_lock_statement(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    """A write is two statements once its transaction holds the scope: the object's
+    current state, then the scope row and the object in one statement."""
+    storage = storages[0]
+    statements: list[str] = []
+
+    def log(record: Any) -> None:
+        statements.append(record.query)
+
+    async with storage.transaction(write=True) as tx:
+        await _create(tx, "a")
+        conn = tx._tx.conn
+        conn.add_query_logger(log)
+        try:
+            await _create(tx, "b")
+            await _update(tx, "a")
+            await _delete(tx, "b")
+        finally:
+            conn.remove_query_logger(log)
+        await asyncio.sleep(0)
+    assert len(statements) == 6, statements
+    assert not any("FOR UPDATE" in s for s in statements)
+    await _assert_scope_exact(storage)
+
+
+async def test_a_write_after_a_purge_in_its_transaction_makes_the_scope_row_again(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    async with storages[0].transaction(write=True) as tx:
+        await _create(tx, "gone")
+        await tx.purge("/buckets/b")  # the scope row goes with the objects
+        await _create(tx, "kept")
+    await _assert_scope_exact(storages[0])
+    async with storages[0].transaction(write=False) as tx:
+        assert [o["id"] for o in await tx.list(RECORD, PARENT, ListQuery())] == ["kept"]

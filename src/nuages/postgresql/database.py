@@ -118,7 +118,14 @@ class PostgreSQLTransaction:
     :meth:`fetchrow`, :meth:`fetchval` and :meth:`execute`, which turn driver errors into
     :class:`BackendError`."""
 
-    def __init__(self, db: PostgreSQLDatabase, conn: Any, *, write: bool) -> None:
+    def __init__(
+        self,
+        db: PostgreSQLDatabase,
+        conn: Any,
+        *,
+        write: bool,
+        locked: dict[bytes, int] | None = None,
+    ) -> None:
         self.db = db
         self.write = write
         self.finished = False
@@ -126,6 +133,11 @@ class PostgreSQLTransaction:
         # Objects read by this write transaction, key -> last_modified (None: absent), to
         # detect that a concurrent transaction changed them before this one wrote.
         self.seen: dict[bytes, int | None] = {}
+        # Scope rows of `timestamps` that the PostgreSQL transaction holds locked, with their
+        # current value (nuages.storage.postgresql): shared by the members of a group
+        # commit, so that only the first member of a scope locks and reads its row. Emptied
+        # whenever a savepoint is rolled back (the row may then be unlocked or older).
+        self.locked: dict[bytes, int] = {} if locked is None else locked
         # A statement failed in the driver or the network: the connection's state is
         # unknown, so it is closed rather than given back to the pool.
         self.broken = False
@@ -170,6 +182,7 @@ class _Group:
         self.pg_tx = pg_tx
         self.ran = 0  # members whose statements ran (the first has no savepoint)
         self.members: list[asyncio.Future[None]] = []  # succeeded, waiting for the commit
+        self.locked: dict[bytes, int] = {}  # PostgreSQLTransaction.locked, for all members
         self.failed = False  # cannot commit: rolled back, or the connection is unusable
         self.broken = False  # the connection's state is unknown: discard it
         self.ended = False
@@ -267,6 +280,7 @@ class PostgreSQLDatabase:
             try:
                 yield current
             except BaseException:
+                current.locked.clear()
                 if not current.broken:
                     try:
                         await nested.rollback()
@@ -343,7 +357,7 @@ class PostgreSQLDatabase:
                 if group is None:
                     group = lane.group = await self._open_group()
                 await self._member(group)
-                tx = PostgreSQLTransaction(self, group.conn, write=True)
+                tx = PostgreSQLTransaction(self, group.conn, write=True, locked=group.locked)
                 try:
                     token = self._current.set(tx)
                     try:
@@ -398,6 +412,7 @@ class PostgreSQLDatabase:
     async def _undo_member(self, group: _Group, tx: PostgreSQLTransaction) -> None:
         """Undo a failed member's statements: its savepoint, or the whole transaction for
         the first member (nothing else is in it yet)."""
+        group.locked.clear()
         if tx.broken:
             group.failed = group.broken = True
         elif group.ran == 1:

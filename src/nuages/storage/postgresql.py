@@ -21,9 +21,12 @@ Concurrency across processes: a write takes its scope's row in ``timestamps`` wi
 ``SELECT ... FOR UPDATE`` before anything else in that scope and holds it until commit, so
 writes in one scope are serialised (other scopes are not) and the scope's timestamps are
 committed in increasing order: a reader that saw timestamp T never later sees a new object
-with a timestamp below T. A write whose object changed since this transaction read it (the
-read happened before the lock) raises :class:`TransactionConflict`: the request is rerun
-and its precondition (``If-Match``) is evaluated again on the current object.
+with a timestamp below T. The transaction keeps the row's value while it holds the lock
+(``PostgreSQLTransaction.locked``), so each later write in the scope is two statements: the
+object as committed now, then the scope row and the object together. A write whose
+object changed since this transaction read it (the read happened before the lock) raises
+:class:`TransactionConflict`: the request is rerun and its precondition (``If-Match``) is
+evaluated again on the current object.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ import orjson
 from nuages.core.errors import BackendError, ObjectNotFound, TransactionConflict, UnicityError
 from nuages.core.filtering import compare_values, type_rank
 from nuages.core.objects import Comparison, Filter, Keyset, ListQuery, Sort
-from nuages.core.timestamps import next_timestamp, now_ms, requested_timestamp
+from nuages.core.timestamps import Bump, next_timestamp, now_ms, requested_timestamp
 from nuages.postgresql.database import PostgreSQLDatabase, PostgreSQLTransaction, digest
 from nuages.storage.autoindex import PREFIX, AutoIndexConfig, AutoIndexer, Shape, shape_of
 from nuages.storage.protocol import StoredObject, StoredObjects
@@ -152,10 +155,10 @@ class PostgreSQLStorageTransaction:
         key, existing, previous = await self._lock(resource_name, parent_id, object_id)
         if existing is not None and not existing[1]:
             raise UnicityError(resource_name, object_id)
-        timestamp = await _bump(
-            self._tx, parent_id, resource_name, previous, requested, _live(stored)
+        bump = next_timestamp(previous, requested)
+        timestamp = await _store(
+            self._tx, key, parent_id, resource_name, object_id, stored, bump, _live(stored)
         )
-        await _store(self._tx, key, parent_id, resource_name, object_id, timestamp, stored)
         await self._written(key, timestamp)
         return _decode(object_id, timestamp, stored.body)
 
@@ -167,10 +170,10 @@ class PostgreSQLStorageTransaction:
         key, existing, previous = await self._lock(resource_name, parent_id, object_id)
         ignored = existing is not None and requested is not None and requested <= existing[0]
         delta = _live(stored) - (existing is not None and not existing[1])
-        timestamp = await _bump(
-            self._tx, parent_id, resource_name, previous, None if ignored else requested, delta
+        bump = next_timestamp(previous, None if ignored else requested)
+        timestamp = await _store(
+            self._tx, key, parent_id, resource_name, object_id, stored, bump, delta
         )
-        await _store(self._tx, key, parent_id, resource_name, object_id, timestamp, stored)
         await self._written(key, timestamp)
         return _decode(object_id, timestamp, stored.body)
 
@@ -187,10 +190,10 @@ class PostgreSQLStorageTransaction:
         if existing is None or existing[1]:
             raise ObjectNotFound(resource_name, object_id)
         ignored = requested is not None and requested <= existing[0]
-        timestamp = await _bump(
-            self._tx, parent_id, resource_name, previous, None if ignored else requested, -1
+        bump = next_timestamp(previous, None if ignored else requested)
+        timestamp = await _store(
+            self._tx, key, parent_id, resource_name, object_id, _TOMBSTONE, bump, -1
         )
-        await _store(self._tx, key, parent_id, resource_name, object_id, timestamp, _TOMBSTONE)
         await self._written(key, None)
         return {"id": object_id, "last_modified": timestamp, "deleted": True}
 
@@ -232,6 +235,7 @@ class PostgreSQLStorageTransaction:
 
     async def purge(self, parent_prefix: str) -> None:
         self._check_writable()
+        self._tx.locked.clear()  # scope rows below the prefix go
         for table in ("objects", "timestamps"):
             await self._tx.execute(
                 f"DELETE FROM {table} WHERE {_below('parent_id', parent_prefix)}",
@@ -322,6 +326,7 @@ class PostgreSQLStorage:
     async def flush(self) -> None:
         async def flush(tx: PostgreSQLTransaction) -> None:
             await tx.execute("DELETE FROM objects; DELETE FROM timestamps")
+            tx.locked.clear()
 
         await self.db.run_write(flush)
 
@@ -402,34 +407,57 @@ def _live(stored: _Stored) -> int:
     return 0 if stored.deleted else 1
 
 
+_STORE: Final = (
+    "INSERT INTO objects (key, scope, parent_id, resource_name, id, raw_id, last_modified,"
+    " deleted, has_nul, body, data)"
+    " VALUES ($1, $2, $3, $4, $5, $11, $6, $7, $8, $9, $10::jsonb)"
+    " ON CONFLICT (key) DO UPDATE SET last_modified = excluded.last_modified,"
+    " deleted = excluded.deleted, has_nul = excluded.has_nul, body = excluded.body,"
+    " data = excluded.data"
+)
+# The scope's row moves in the same statement (a data-modifying WITH runs whether or not
+# the INSERT reads it): one round trip while the scope is locked, not two.
+_BUMP_AND_STORE: Final = (
+    "WITH bump AS (UPDATE timestamps SET last_modified = $12, live_count = live_count + $13"
+    " WHERE scope = $2) " + _STORE
+)
+
+
 async def _store(
     tx: PostgreSQLTransaction,
     key: bytes,
     parent_id: str,
     resource_name: str,
     object_id: str,
-    timestamp: int,
     stored: _Stored,
-) -> None:
-    await tx.execute(
-        "INSERT INTO objects (key, scope, parent_id, resource_name, id, raw_id, last_modified,"
-        " deleted, has_nul, body, data)"
-        " VALUES ($1, $2, $3, $4, $5, $11, $6, $7, $8, $9, $10::jsonb)"
-        " ON CONFLICT (key) DO UPDATE SET last_modified = excluded.last_modified,"
-        " deleted = excluded.deleted, has_nul = excluded.has_nul, body = excluded.body,"
-        " data = excluded.data",
+    bump: Bump,
+    live_delta: int,
+) -> int:
+    """Write the object with the timestamp of `bump`, computed from the scope's row that
+    this transaction has locked (:func:`_lock_scope`), and move that row: to the scope
+    timestamp of `bump`, and its number of live objects by `live_delta` (-1, 0 or 1).
+    Returns the object's timestamp."""
+    scope = scope_key(parent_id, resource_name)
+    args: list[Any] = [
         key,
-        scope_key(parent_id, resource_name),
+        scope,
         _text(parent_id),
         _text(resource_name),
         _text(object_id),
-        timestamp,
+        bump.object_timestamp,
         stored.deleted,
         stored.has_nul,
         stored.body,
         stored.data,
         orjson.dumps(object_id).decode() if "\x00" in object_id else None,
-    )
+    ]
+    previous = tx.locked.get(scope)
+    if bump.scope_timestamp != previous or live_delta:
+        await tx.execute(_BUMP_AND_STORE, *args, bump.scope_timestamp, live_delta)
+    else:
+        await tx.execute(_STORE, *args)
+    tx.locked[scope] = bump.scope_timestamp
+    return bump.object_timestamp
 
 
 async def _create_scope_timestamp(
@@ -451,50 +479,36 @@ async def _create_scope_timestamp(
 
 
 async def _lock_scope(tx: PostgreSQLTransaction, parent_id: str, resource_name: str) -> int | None:
-    """Lock the scope's timestamp row until commit; its current value (None: new scope)."""
+    """Lock the scope's timestamp row until commit; its current value (None: new scope).
+
+    Once locked, the row changes only through this transaction, which keeps its value
+    (``tx.locked``): later writes in the scope, by this request or by later members of its
+    group commit, skip this statement."""
     scope = scope_key(parent_id, resource_name)
+    known = tx.locked.get(scope)
+    if known is not None:
+        return known
     while True:
         value = await tx.fetchval(
             "SELECT last_modified FROM timestamps WHERE scope = $1 FOR UPDATE", scope
         )
         if value is not None:
+            tx.locked[scope] = int(value)
             return int(value)
         # A new scope: the inserted row is locked by this transaction. If another one
         # inserted it first, ON CONFLICT waits for it to commit; then lock that row.
+        placeholder = now_ms()  # replaced by _store; also valid should no write follow
         inserted = await tx.fetchval(
             "INSERT INTO timestamps (scope, parent_id, resource_name, last_modified)"
             " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true",
             scope,
             _text(parent_id),
             _text(resource_name),
-            now_ms(),  # replaced by _bump; also a valid scope timestamp should none follow
+            placeholder,
         )
         if inserted:
+            tx.locked[scope] = placeholder
             return None
-
-
-async def _bump(
-    tx: PostgreSQLTransaction,
-    parent_id: str,
-    resource_name: str,
-    previous: int | None,
-    requested: int | None,
-    live_delta: int,
-) -> int:
-    """The timestamp of a write in the scope, whose row this transaction has locked
-    (`previous` is its value then, None for a new scope); `live_delta` is the change of
-    its number of live objects (-1, 0 or 1)."""
-    scope = scope_key(parent_id, resource_name)
-    bump = next_timestamp(previous, requested)
-    if bump.scope_timestamp != previous or live_delta:
-        await tx.execute(
-            "UPDATE timestamps SET last_modified = $2, live_count = live_count + $3"
-            " WHERE scope = $1",
-            scope,
-            bump.scope_timestamp,
-            live_delta,
-        )
-    return bump.object_timestamp
 
 
 # -- query compiler -----------------------------------------------------------------
