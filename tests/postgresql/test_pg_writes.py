@@ -367,3 +367,32 @@ async def test_a_write_after_a_purge_in_its_transaction_makes_the_scope_row_agai
     await _assert_scope_exact(storages[0])
     async with storages[0].transaction(write=False) as tx:
         assert [o["id"] for o in await tx.list(RECORD, PARENT, ListQuery())] == ["kept"]
+
+
+async def test_writers_of_a_scope_queue_on_its_advisory_lock(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    """The row lock's own queue lets a waiter be overtaken while the row keeps changing:
+    writers wait in the (first come, first served) queue of the scope's advisory lock."""
+    await _committed_create(storages[0], "seed")
+    async with storages[0].transaction(write=True) as tx:
+        await _create(tx, "holder")
+        waiting = asyncio.create_task(_committed_create(storages[1], "waiter"))
+        conn = await asyncpg.connect(storages[0].db.dsn)
+        try:
+            for _ in range(200):
+                rows = await conn.fetch(
+                    "SELECT granted FROM pg_locks WHERE locktype = 'advisory'"
+                    " AND classid = $1 AND database = (SELECT oid FROM pg_database"
+                    " WHERE datname = current_database())",
+                    int.from_bytes(b"nuag", "big"),
+                )
+                if len(rows) == 2:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await conn.close()
+        assert sorted(row["granted"] for row in rows) == [False, True]
+        assert not waiting.done()
+    assert await waiting == (await _scope_row(storages[0]))[0]  # it wrote last
+    await _assert_scope_exact(storages[0])

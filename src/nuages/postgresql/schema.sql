@@ -46,8 +46,9 @@ CREATE INDEX objects_data ON objects USING GIN (data jsonb_path_ops);
 CREATE INDEX objects_parent_prefix ON objects (left(parent_id, 200) COLLATE "C");
 
 -- The current timestamp of each scope. Its row is also the scope's write lock: a write
--- transaction takes it (SELECT ... FOR UPDATE) before its first write in the scope and keeps
--- it until commit, so timestamps of a scope are assigned and committed in the same order.
+-- transaction takes it (SELECT ... FOR UPDATE, queued by an advisory lock of the scope)
+-- before its first write in the scope and keeps it until commit, so timestamps of a scope
+-- are assigned and committed in the same order.
 -- `live_count` is the number of live objects of the scope (tombstones excluded), updated by
 -- every write in the same transaction: Total-Objects of a whole collection reads it.
 CREATE TABLE timestamps (
