@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 from tests import services
 
-from nuages.core.errors import CURRENT_ATTEMPT, Attempt, TransactionConflict
+from nuages.core.errors import CURRENT_ATTEMPT, Attempt, TransactionConflict, UnicityError
 from nuages.core.objects import ListQuery
 from nuages.permission.postgresql import PostgreSQLPermission
 from nuages.postgresql import PostgreSQLDatabase
@@ -333,8 +333,9 @@ async def test_a_scope_lock_undone_with_a_failed_group_member_is_taken_again(
 async def test_writes_after_the_first_in_a_scope_skip_its_lock_statement(
     storages: list[PostgreSQLStorage],
 ) -> None:
-    """A write is two statements once its transaction holds the scope: the object's
-    current state, then the scope row and the object in one statement."""
+    """Once its transaction holds the scope, a create is one statement (check and write),
+    an update or a delete two: the object's current state, then the scope row and the
+    object together."""
     storage = storages[0]
     statements: list[str] = []
 
@@ -352,7 +353,7 @@ async def test_writes_after_the_first_in_a_scope_skip_its_lock_statement(
         finally:
             conn.remove_query_logger(log)
         await asyncio.sleep(0)
-    assert len(statements) == 6, statements
+    assert len(statements) == 5, statements
     assert not any("FOR UPDATE" in s for s in statements)
     await _assert_scope_exact(storage)
 
@@ -396,3 +397,35 @@ async def test_writers_of_a_scope_queue_on_its_advisory_lock(
         assert not waiting.done()
     assert await waiting == (await _scope_row(storages[0]))[0]  # it wrote last
     await _assert_scope_exact(storages[0])
+
+
+async def test_a_create_in_a_held_scope_writes_nothing_when_the_object_is_live(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    a_timestamp = await _committed_create(storages[0], "a")
+    async with storages[0].transaction(write=True) as tx:
+        held = await _create(tx, "b")  # the scope is now held
+        with pytest.raises(UnicityError):
+            await tx.create(RECORD, PARENT, {"id": "a", "v": "other"})
+        assert await tx.get(RECORD, PARENT, "a") == {
+            "id": "a",
+            "v": "new",
+            "last_modified": a_timestamp,
+        }
+        await _delete(tx, "b")
+        again = await _create(tx, "b")  # over its tombstone
+    assert again["last_modified"] > held["last_modified"]
+    await _assert_scope_exact(storages[0])
+    timestamp, live, _, _ = await _scope_row(storages[0])
+    assert (live, timestamp) == (2, again["last_modified"])
+
+
+async def test_a_create_in_a_held_scope_of_an_object_created_since_it_was_read_conflicts(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    async with storages[0].transaction(write=True) as tx:
+        assert await tx.get(RECORD, PARENT, "x") is None
+        await _committed_create(storages[1], "x")  # before this transaction locks the scope
+        await _create(tx, "y")
+        with pytest.raises(TransactionConflict):
+            await _create(tx, "x")

@@ -161,6 +161,22 @@ class PostgreSQLStorageTransaction:
         object_id = obj["id"]
         stored = _encode(obj)
         requested = requested_timestamp(obj.get("last_modified"))
+        key = object_key(parent_id, resource_name, object_id)
+        held = self._tx.locked.get(scope_key(parent_id, resource_name))
+        if held is not None and self._tx.seen.get(key) is None:
+            # The scope is locked already: no other writer can change its objects, so the
+            # check and the write are one statement, which writes only if the check passes.
+            self._check_writable()
+            bump = next_timestamp(held, requested)
+            args = _store_args(key, parent_id, resource_name, object_id, stored, bump)
+            live = _live(stored)
+            if await self._tx.fetchval(_CREATE_UNLESS_LIVE, *args, bump.scope_timestamp, live):
+                if key in self._tx.seen:  # absent when this transaction read it
+                    raise TransactionConflict()
+                raise UnicityError(resource_name, object_id)
+            self._tx.locked[args[1]] = bump.scope_timestamp
+            await self._written(key, bump.object_timestamp)
+            return _decode(object_id, bump.object_timestamp, stored.body)
         key, existing, previous = await self._lock(resource_name, parent_id, object_id)
         if existing is not None and not existing[1]:
             raise UnicityError(resource_name, object_id)
@@ -430,6 +446,41 @@ _BUMP_AND_STORE: Final = (
     "WITH bump AS (UPDATE timestamps SET last_modified = $12, live_count = live_count + $13"
     " WHERE scope = $2) " + _STORE
 )
+# A create in a scope this transaction has locked already: unless a live object has the
+# key, store it and move the scope's row, as _BUMP_AND_STORE. Answers whether a live
+# object was there (then nothing was written).
+_CREATE_UNLESS_LIVE: Final = (
+    "WITH live AS (SELECT FROM objects WHERE key = $1 AND NOT deleted),"
+    " bump AS (UPDATE timestamps SET last_modified = $12, live_count = live_count + $13"
+    " WHERE scope = $2 AND NOT EXISTS (SELECT FROM live)),"
+    " created AS (INSERT INTO objects (key, scope, parent_id, resource_name, id, raw_id,"
+    " last_modified, deleted, has_nul, body, data)"
+    " SELECT $1::bytea, $2::bytea, $3::text, $4::text, $5::text, $11::text, $6::bigint,"
+    " $7::boolean, $8::boolean, $9::text, $10::jsonb WHERE NOT EXISTS (SELECT FROM live)"
+    " ON CONFLICT (key) DO UPDATE SET last_modified = excluded.last_modified,"
+    " deleted = excluded.deleted, has_nul = excluded.has_nul, body = excluded.body,"
+    " data = excluded.data)"
+    " SELECT EXISTS (SELECT FROM live)"
+)
+
+
+def _store_args(
+    key: bytes, parent_id: str, resource_name: str, object_id: str, stored: _Stored, bump: Bump
+) -> list[Any]:
+    """Parameters $1 to $11 of _STORE (the scope key is $2)."""
+    return [
+        key,
+        scope_key(parent_id, resource_name),
+        _text(parent_id),
+        _text(resource_name),
+        _text(object_id),
+        bump.object_timestamp,
+        stored.deleted,
+        stored.has_nul,
+        stored.body,
+        stored.data,
+        orjson.dumps(object_id).decode() if "\x00" in object_id else None,
+    ]
 
 
 async def _store(
@@ -446,20 +497,8 @@ async def _store(
     this transaction has locked (:func:`_lock_scope`), and move that row: to the scope
     timestamp of `bump`, and its number of live objects by `live_delta` (-1, 0 or 1).
     Returns the object's timestamp."""
-    scope = scope_key(parent_id, resource_name)
-    args: list[Any] = [
-        key,
-        scope,
-        _text(parent_id),
-        _text(resource_name),
-        _text(object_id),
-        bump.object_timestamp,
-        stored.deleted,
-        stored.has_nul,
-        stored.body,
-        stored.data,
-        orjson.dumps(object_id).decode() if "\x00" in object_id else None,
-    ]
+    args = _store_args(key, parent_id, resource_name, object_id, stored, bump)
+    scope = args[1]
     previous = tx.locked.get(scope)
     if bump.scope_timestamp != previous or live_delta:
         await tx.execute(_BUMP_AND_STORE, *args, bump.scope_timestamp, live_delta)
