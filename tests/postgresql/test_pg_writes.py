@@ -429,3 +429,48 @@ async def test_a_create_in_a_held_scope_of_an_object_created_since_it_was_read_c
         await _create(tx, "y")
         with pytest.raises(TransactionConflict):
             await _create(tx, "x")
+
+
+async def test_principals_are_read_once_per_transaction_until_they_change(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    """A batch reads its user's principals once; a write of principals, or the rollback of
+    a savepoint that wrote some, makes the next read go to the database again."""
+    permission = PostgreSQLPermission(storages[0].db)
+    statements: list[str] = []
+
+    def log(record: Any) -> None:
+        statements.append(record.query)
+
+    async with permission.transaction(write=True) as tx:
+        conn = tx._tx.conn
+        conn.add_query_logger(log)
+        try:
+            assert await tx.get_user_principals("alice", "system.Authenticated") == set()
+            assert await tx.get_user_principals("alice", "system.Authenticated") == set()
+            await asyncio.sleep(0)
+            assert len(statements) == 1
+            await tx.add_user_principal("alice", "/buckets/b/groups/g")
+            assert await tx.get_user_principals("alice", "system.Authenticated") == {
+                "/buckets/b/groups/g"
+            }
+            with pytest.raises(RuntimeError):
+                async with permission.transaction(write=True) as nested:
+                    await nested.add_user_principal("alice", "/buckets/b/groups/undone")
+                    assert "/buckets/b/groups/undone" in await nested.get_user_principals(
+                        "alice", "system.Authenticated"
+                    )
+                    raise RuntimeError()
+            assert await tx.get_user_principals("alice", "system.Authenticated") == {
+                "/buckets/b/groups/g"
+            }
+            await tx.remove_user_principal("alice", "/buckets/b/groups/g")
+            assert await tx.get_user_principals("alice", "system.Authenticated") == set()
+            await tx.add_user_principal("alice", "/buckets/b/groups/h")
+            assert await tx.get_user_principals("alice", "system.Authenticated") == {
+                "/buckets/b/groups/h"
+            }
+            await tx.remove_principal("/buckets/b/groups/h")
+            assert await tx.get_user_principals("alice", "system.Authenticated") == set()
+        finally:
+            conn.remove_query_logger(log)

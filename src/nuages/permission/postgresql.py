@@ -142,16 +142,20 @@ class PostgreSQLPermissionTransaction:
     async def get_user_principals(self, *user_ids: str) -> set[str]:
         if not user_ids:
             return set()
-        rows = await self._tx.fetch(
-            "SELECT principal FROM user_principals"
-            " WHERE left(user_id, 200) = ANY($1::text[]) AND user_id = ANY($2::text[])",
-            [user_id[:200] for user_id in user_ids],  # left() counts characters, as Python
-            list(user_ids),
-        )
-        return {principal for (principal,) in rows}
+        known = self._tx.principals.get(user_ids)
+        if known is None:
+            rows = await self._tx.fetch(
+                "SELECT principal FROM user_principals"
+                " WHERE left(user_id, 200) = ANY($1::text[]) AND user_id = ANY($2::text[])",
+                [user_id[:200] for user_id in user_ids],  # left() counts characters
+                list(user_ids),
+            )
+            known = self._tx.principals[user_ids] = frozenset(p for (p,) in rows)
+        return set(known)
 
     async def add_user_principal(self, user_id: str, principal: str) -> None:
         self._check_writable()
+        self._tx.principals.clear()
         await self._tx.execute(
             "INSERT INTO user_principals (key, user_id, principal) VALUES ($1, $2, $3)"
             " ON CONFLICT DO NOTHING",
@@ -162,12 +166,14 @@ class PostgreSQLPermissionTransaction:
 
     async def remove_user_principal(self, user_id: str, principal: str) -> None:
         self._check_writable()
+        self._tx.principals.clear()
         await self._tx.execute(
             "DELETE FROM user_principals WHERE key = $1", digest(user_id, principal)
         )
 
     async def remove_principal(self, principal: str) -> None:
         self._check_writable()
+        self._tx.principals.clear()
         await self._tx.execute(
             "DELETE FROM user_principals"
             " WHERE left(principal, 200) = left($1, 200) AND principal = $1",
@@ -239,6 +245,7 @@ class PostgreSQLPermission:
     async def flush(self) -> None:
         async def flush(tx: PostgreSQLTransaction) -> None:
             await tx.execute("DELETE FROM access_control_entries; DELETE FROM user_principals")
+            tx.principals.clear()
 
         await self.db.run_write(flush)
 

@@ -138,9 +138,18 @@ class PostgreSQLTransaction:
         # commit, so that only the first member of a scope locks and reads its row. Emptied
         # whenever a savepoint is rolled back (the row may then be unlocked or older).
         self.locked: dict[bytes, int] = {} if locked is None else locked
+        # Principals read by this transaction, by user ids (nuages.permission.postgresql):
+        # a batch reads its user's once, not once per request. Emptied by a write of
+        # principals and, like `locked`, by a savepoint's rollback (:meth:`forget`).
+        self.principals: dict[tuple[str, ...], frozenset[str]] = {}
         # A statement failed in the driver or the network: the connection's state is
         # unknown, so it is closed rather than given back to the pool.
         self.broken = False
+
+    def forget(self) -> None:
+        """A savepoint was rolled back: what the transaction knew may no longer hold."""
+        self.locked.clear()
+        self.principals.clear()
 
     async def _call(self, method: Callable[..., Awaitable[T]], sql: str, *args: Any) -> T:
         if self.finished:
@@ -280,7 +289,7 @@ class PostgreSQLDatabase:
             try:
                 yield current
             except BaseException:
-                current.locked.clear()
+                current.forget()
                 if not current.broken:
                     try:
                         await nested.rollback()
