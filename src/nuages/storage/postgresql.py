@@ -26,11 +26,12 @@ in the same statement: PostgreSQL's queue for a row lock is not first come, firs
 when the row keeps getting new versions (a waiter may be overtaken again and again; batch
 p99 was 4x its p50 under 16 concurrent batches), its queue for an advisory lock is. The
 transaction keeps the row's value while it holds the lock
-(``PostgreSQLTransaction.locked``), so each later write in the scope is two statements:
-the object as committed now, then the scope row and the object together. A write whose
-object changed since this transaction read it (the read happened before the lock) raises
-:class:`TransactionConflict`: the request is rerun and its precondition (``If-Match``) is
-evaluated again on the current object.
+(``PostgreSQLTransaction.locked``), so each later update or delete in the scope is two
+statements (the object as committed now, then the scope row and the object together), and
+each later create one (the same, written only where no live object has the key). A write
+whose object changed since this transaction read it (the read happened before the lock)
+raises :class:`TransactionConflict`: the request is rerun and its precondition
+(``If-Match``) is evaluated again on the current object.
 """
 
 from __future__ import annotations
@@ -432,14 +433,16 @@ def _live(stored: _Stored) -> int:
     return 0 if stored.deleted else 1
 
 
-_STORE: Final = (
+_INSERT: Final = (
     "INSERT INTO objects (key, scope, parent_id, resource_name, id, raw_id, last_modified,"
     " deleted, has_nul, body, data)"
-    " VALUES ($1, $2, $3, $4, $5, $11, $6, $7, $8, $9, $10::jsonb)"
+)
+_REPLACE: Final = (
     " ON CONFLICT (key) DO UPDATE SET last_modified = excluded.last_modified,"
     " deleted = excluded.deleted, has_nul = excluded.has_nul, body = excluded.body,"
     " data = excluded.data"
 )
+_STORE: Final = _INSERT + " VALUES ($1, $2, $3, $4, $5, $11, $6, $7, $8, $9, $10::jsonb)" + _REPLACE
 # The scope's row moves in the same statement (a data-modifying WITH runs whether or not
 # the INSERT reads it): one round trip while the scope is locked, not two.
 _BUMP_AND_STORE: Final = (
@@ -453,13 +456,9 @@ _CREATE_UNLESS_LIVE: Final = (
     "WITH live AS (SELECT FROM objects WHERE key = $1 AND NOT deleted),"
     " bump AS (UPDATE timestamps SET last_modified = $12, live_count = live_count + $13"
     " WHERE scope = $2 AND NOT EXISTS (SELECT FROM live)),"
-    " created AS (INSERT INTO objects (key, scope, parent_id, resource_name, id, raw_id,"
-    " last_modified, deleted, has_nul, body, data)"
-    " SELECT $1::bytea, $2::bytea, $3::text, $4::text, $5::text, $11::text, $6::bigint,"
-    " $7::boolean, $8::boolean, $9::text, $10::jsonb WHERE NOT EXISTS (SELECT FROM live)"
-    " ON CONFLICT (key) DO UPDATE SET last_modified = excluded.last_modified,"
-    " deleted = excluded.deleted, has_nul = excluded.has_nul, body = excluded.body,"
-    " data = excluded.data)"
+    " created AS (" + _INSERT + " SELECT $1::bytea, $2::bytea, $3::text, $4::text, $5::text,"
+    " $11::text, $6::bigint, $7::boolean, $8::boolean, $9::text, $10::jsonb"
+    " WHERE NOT EXISTS (SELECT FROM live)" + _REPLACE + ")"
     " SELECT EXISTS (SELECT FROM live)"
 )
 
