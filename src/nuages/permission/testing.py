@@ -212,6 +212,24 @@ class PermissionContract:
         assert await user_principals(permission, "alice") == {"/buckets/b/groups/alice"}
         assert await user_principals(permission, "bob") == {"/buckets/b/groups/bob"}
 
+    async def test_principals_read_in_a_transaction_follow_its_writes(
+        self, permission: Permission
+    ) -> None:
+        """A backend may keep the principals it read for the rest of the transaction (a
+        batch reads them once): its own writes must still show in the next read."""
+        async with permission.transaction(write=True) as tx:
+            assert await tx.get_user_principals("alice", "system.Authenticated") == set()
+            await tx.add_user_principal("alice", "g1")
+            assert await tx.get_user_principals("alice", "system.Authenticated") == {"g1"}
+            await tx.add_user_principal("system.Authenticated", "g2")
+            assert await tx.get_user_principals("alice", "system.Authenticated") == {"g1", "g2"}
+            await tx.remove_user_principal("alice", "g1")
+            assert await tx.get_user_principals("alice", "system.Authenticated") == {"g2"}
+            await tx.remove_principal("g2")
+            assert await tx.get_user_principals("alice", "system.Authenticated") == set()
+            await tx.add_user_principal("alice", "g3")
+            assert await tx.get_user_principals("alice") == {"g3"}
+
     # -- transactions, flush ------------------------------------------------------
     async def test_failed_write_transaction_leaves_no_trace(self, permission: Permission) -> None:
         await replace(permission, BUCKET, {"write": ["alice"]})
