@@ -24,6 +24,7 @@ from nuages.core.objects import ListQuery
 from nuages.permission.postgresql import PostgreSQLPermission
 from nuages.postgresql import PostgreSQLDatabase
 from nuages.storage.postgresql import PostgreSQLStorage, PostgreSQLStorageTransaction
+from nuages.storage.protocol import ObjectRead
 
 PARENT = "/buckets/b/collections/c"
 RECORD = "record"
@@ -474,3 +475,46 @@ async def test_principals_are_read_once_per_transaction_until_they_change(
             assert await tx.get_user_principals("alice", "system.Authenticated") == set()
         finally:
             conn.remove_query_logger(log)
+
+
+async def test_an_object_read_in_a_write_transaction_sees_its_own_writes(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    """A create checks its parent and the caller's grant on it in one statement of its
+    transaction: a batch that creates the parent first must see it, and its ACL."""
+    storage = storages[0]
+    permission = PostgreSQLPermission(storage.db)
+    bound = (("/buckets/b", "record:create"), ("/buckets/b", "write"))
+    statements: list[str] = []
+
+    def log(record: Any) -> None:
+        statements.append(record.query)
+
+    async with storage.transaction(write=True) as tx, permission.transaction(write=True) as pt:
+        await tx.create("bucket", "", {"id": "b"})
+        await pt.add_principal_to_ace("/buckets/b", "write", "alice")
+        tx._tx.conn.add_query_logger(log)
+        try:
+            for principals, granted in ((("alice", "system.Everyone"), True), (("bob",), False)):
+                view = await tx.read_object(
+                    ObjectRead(
+                        user_ids=(),
+                        principals=principals,
+                        bound=bound,
+                        object=("bucket", "", "b"),
+                    )
+                )
+                assert view.granted is granted
+                assert view.object is not None and view.object["id"] == "b"
+            missing = await tx.read_object(
+                ObjectRead(
+                    user_ids=(), principals=("alice",), bound=bound, object=("bucket", "", "x")
+                )
+            )
+            assert missing.object is None and missing.granted
+        finally:
+            tx._tx.conn.remove_query_logger(log)
+        await asyncio.sleep(0)
+    # One statement each (asyncpg also introspects a type the first time it meets it).
+    assert len([s for s in statements if "FROM objects" in s]) == 3
+    assert all("FROM objects" in s or "pg_catalog" in s or "jit" in s for s in statements)

@@ -55,8 +55,9 @@ from nuages.core.filtering import compare_values, type_rank
 from nuages.core.objects import Comparison, Filter, Keyset, ListQuery, Sort
 from nuages.core.timestamps import Bump, next_timestamp, now_ms, requested_timestamp
 from nuages.postgresql.database import PostgreSQLDatabase, PostgreSQLTransaction, digest
+from nuages.storage import reads
 from nuages.storage.autoindex import PREFIX, AutoIndexConfig, AutoIndexer, Shape, shape_of
-from nuages.storage.protocol import StoredObject, StoredObjects
+from nuages.storage.protocol import ObjectRead, ObjectView, StoredObject, StoredObjects
 from nuages.storage.reads import decode as _decode
 
 if TYPE_CHECKING:
@@ -122,6 +123,16 @@ class PostgreSQLStorageTransaction:
             # snapshot cannot see may carry that timestamp. Rerun on a newer snapshot.
             raise TransactionConflict()
         return timestamp
+
+    async def read_object(self, read: ObjectRead) -> ObjectView:
+        """An :class:`ObjectRead` whose principals are all given, in this transaction and
+        in one statement: valid when the permission backend keeps its tables in this
+        database (``PostgreSQLStorage.object_reader``). A parent and the caller's grant
+        on it, for a create, cost one round trip instead of two."""
+        from nuages.postgresql.reads import object_read_sql
+
+        sql, args = object_read_sql(read)
+        return reads.object_view(read, await self._tx.fetch(sql, *args))
 
     async def get(
         self, resource_name: str, parent_id: str, object_id: str, *, include_deleted: bool = False
