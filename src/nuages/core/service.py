@@ -8,7 +8,7 @@ validation → existence → 304 → 412 → write.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +42,7 @@ from nuages.core.querystring import ListParams, parse_list_params, project
 from nuages.core.resource import OWNER, JSONObject, ResourceSpec
 from nuages.permission.protocol import Permission, PermissionTransaction
 from nuages.storage.protocol import (
+    ObjectKey,
     ObjectRead,
     ObjectReader,
     ObjectView,
@@ -180,32 +181,44 @@ class Service:
         statement, whether the permission backend grants ``<resource>:<perm>`` on `uris`
         (else None: :meth:`_allowed` asks it)."""
         spec = call.spec
-        parent = spec.parent
-        read_object = getattr(tx.storage, "read_object", None)
-        if (
-            read_object is None
-            or self.reader is None  # the permission tables are elsewhere
-            or parent is None
-            or parent is OWNER
-            or spec.owned
-        ):
+        read_object = self._read_in_transaction(tx, spec)
+        if read_object is None or spec.parent is None:
             await self._parent_exists(tx, call)
             return None
-        pid = call.ids[parent.name]
-        if not parent.is_valid_id(pid):
-            raise ObjectNotFound(parent.name, pid, parent=True)
+        parent_key = self._parent_object_key(call)
         bound = bound_permissions(self.tree, f"{spec.name}:{perm}", uris)
-        view: ObjectView = await read_object(
+        view = await read_object(
             ObjectRead(
                 user_ids=(),
                 principals=call.caller.principals,
                 bound=tuple(bound),
-                object=(parent.name, parent.parent_uri(call.ids), pid),
+                object=parent_key,
             )
         )
         if view.object is None:
-            raise ObjectNotFound(parent.name, pid, parent=True)
+            raise ObjectNotFound(parent_key[0], parent_key[2], parent=True)
         return view.granted
+
+    def _read_in_transaction(
+        self, tx: Tx, spec: ResourceSpec
+    ) -> Callable[[ObjectRead], Awaitable[ObjectView]] | None:
+        """The storage transaction's one-statement read of objects with their permissions
+        (``read_object``), when it has one and the permission tables are in the same
+        database, and `spec`'s objects have ACLs (not owned); else None."""
+        read_object = getattr(tx.storage, "read_object", None)
+        if read_object is None or self.reader is None or spec.parent is OWNER or spec.owned:
+            return None
+        return read_object  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _parent_object_key(call: Call) -> ObjectKey:
+        """The key of the call's parent object; 404 (errno 111) for an id it cannot have."""
+        parent = call.spec.parent
+        assert parent is not None and parent is not OWNER
+        pid = call.ids[parent.name]
+        if not parent.is_valid_id(pid):
+            raise ObjectNotFound(parent.name, pid, parent=True)
+        return (parent.name, parent.parent_uri(call.ids), pid)
 
     def _granted_by_settings(self, call: Call, key: str, perm: str) -> bool:
         """Settings grants, as Kinto's ``RouteFactory.check_permission`` (protocol/06 §3).
@@ -626,17 +639,13 @@ class Service:
         their permissions (``read_object``, the permission tables in the same database);
         else None."""
         spec = call.spec
-        parent = spec.parent
-        read_object = getattr(tx.storage, "read_object", None)
-        if read_object is None or self.reader is None or parent is OWNER or spec.owned:
+        read_object = self._read_in_transaction(tx, spec)
+        if read_object is None:
             return None
         parent_key = None
-        if parent is not None and spec.parent_must_exist:
-            pid = call.ids[parent.name]
-            if not parent.is_valid_id(pid):
-                raise ObjectNotFound(parent.name, pid, parent=True)
-            parent_key = (parent.name, parent.parent_uri(call.ids), pid)
-        view: ObjectView = await read_object(
+        if spec.parent is not None and spec.parent_must_exist:
+            parent_key = self._parent_object_key(call)
+        view = await read_object(
             ObjectRead(
                 user_ids=(),
                 principals=call.caller.principals,
