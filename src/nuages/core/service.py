@@ -663,7 +663,8 @@ class Service:
         spec = call.spec
         object_id = self._check_id(call)
         uris = spec.level_uris(call.ids, object_id)
-        existing, read_acl = await self._existing_or_404(tx, call, object_id, uris, acl=True)
+        existing, acl = await self._existing_or_404(tx, call, object_id, uris, acl=True)
+        assert acl is not None  # asked for
         if call.response_behavior not in RESPONSE_BEHAVIORS:
             raise ValidationError(
                 f'"{call.response_behavior}" is not one of full, light, diff',
@@ -671,8 +672,6 @@ class Service:
                 name="Response-Behavior",
             )
         uri = uris[spec.name]
-        assert read_acl is not None
-        acl = read_acl
         old_data = {k: v for k, v in existing.items() if k != "last_modified"}
         sent: JSONObject = {}
         if call.content_type == "application/json-patch+json":
@@ -859,14 +858,15 @@ class Service:
         params: ListParams,
         visible: frozenset[str] | None,
         *,
-        spliced: bool = False,
+        for_response: bool = False,
     ) -> tuple[list[Any], tuple[str, int] | None]:
-        """A page of objects and the next page's (token, limit). `spliced`: objects for the
-        response only, as JSON fragments of their stored text when the storage offers it
-        (:class:`~nuages.storage.protocol.StoredLister`), else as dicts."""
+        """A page of objects and the next page's (token, limit). `for_response`: the objects
+        as the response shows them, ``_fields`` projected, and as JSON fragments of their
+        stored text when the storage offers it
+        (:class:`~nuages.storage.protocol.StoredLister`); else dicts, whole."""
         spec = call.spec
         query, limit, offset = self._page_query(params, visible)
-        list_stored = getattr(tx.storage, "list_stored", None) if spliced else None
+        list_stored = getattr(tx.storage, "list_stored", None) if for_response else None
         if list_stored is not None:
             rows = await list_stored(spec.name, spec.parent_uri(call.ids), query)
             return self._page_of_rows(rows, params, limit, offset)
@@ -876,6 +876,8 @@ class Service:
             found = found[:limit]
             token = pagination.encode_token(found[-1], params.sorting, offset + limit)
             next_token = (token, limit)
+        if for_response and params.fields:
+            found = [project(o, params.fields) for o in found]
         return found, next_token
 
     def _page_query(
@@ -933,9 +935,7 @@ class Service:
             return Outcome(
                 200, None, timestamp, total=total, alert=params.deprecated_to, cache_expires=expires
             )
-        found, next_token = await self._page(tx, call, params, visible, spliced=not params.fields)
-        if params.fields:
-            found = [project(o, params.fields) for o in found]
+        found, next_token = await self._page(tx, call, params, visible, for_response=True)
         return Outcome(
             200,
             {"data": found},
