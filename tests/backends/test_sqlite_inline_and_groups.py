@@ -161,6 +161,49 @@ async def test_reads_of_a_request_run_on_the_event_loop(db: SQLiteDatabase) -> N
     assert where == main
 
 
+async def test_a_single_read_of_a_request_runs_inline_and_a_slow_one_is_rerun(
+    db: SQLiteDatabase,
+) -> None:
+    import threading
+
+    main = threading.get_ident()
+    await db.run_write(lambda conn: conn.execute("INSERT INTO items VALUES ('x')"))
+    attempt = Attempt(last=False)
+    token = CURRENT_ATTEMPT.set(attempt)
+    try:
+        await db.read_once(lambda conn: None)  # opens a reader connection (on its thread)
+        assert await db.read_once(lambda conn: threading.get_ident()) == main
+        rows = await db.read_once(lambda conn: conn.execute("SELECT name FROM items").fetchall())
+        assert rows == [("x",)]
+        with pytest.raises(TransactionConflict):
+            await db.read_once(lambda conn: conn.execute(SLOW_QUERY).fetchone())
+        assert attempt.careful
+        CURRENT_ATTEMPT.set(Attempt(last=False, careful=True))
+        assert await db.read_once(lambda conn: threading.get_ident()) != main
+        (count,) = await db.read_once(lambda conn: conn.execute(SLOW_QUERY).fetchone())
+        assert count == 3_000_000
+    finally:
+        CURRENT_ATTEMPT.reset(token)
+
+
+async def test_a_single_read_never_joins_a_snapshot_left_open(db: SQLiteDatabase) -> None:
+    token = CURRENT_ATTEMPT.set(Attempt(last=False))
+    try:
+        await db.read_once(lambda conn: None)  # opens a reader connection (on its thread)
+        # What a read transaction leaves when its end is cancelled: its snapshot still open
+        # on an idle connection, and the connection still marked as its own.
+        worker = db._connections().idle_reader()
+        assert worker is not None and worker._connection is not None
+        worker._connection.execute("BEGIN")
+        worker._connection.execute("SELECT name FROM items").fetchall()
+        worker.owner = object()  # type: ignore[assignment]
+        await db.run_write(lambda conn: conn.execute("INSERT INTO items VALUES ('later')"))
+        rows = await db.read_once(lambda conn: conn.execute("SELECT name FROM items").fetchall())
+        assert rows == [("later",)]
+    finally:
+        CURRENT_ATTEMPT.reset(token)
+
+
 async def test_heavy_writes_run_on_the_thread(db: SQLiteDatabase) -> None:
     import threading
 

@@ -125,6 +125,31 @@ async def test_anonymous_read_of_a_public_collection(make_client: AppFactory) ->
         assert _comparable(response) == _comparable(slow)
 
 
+async def test_a_caller_in_many_groups(make_client: AppFactory) -> None:
+    """More principals than a statement binds one by one (a JSON array then): the grant
+    through the last group is found on every path, and a stranger's is not."""
+    dave = ("dave", "secret")
+    async with make_client(bucket_create_principals="system.Authenticated") as client:
+        service = client.app.dispatcher.service  # type: ignore[attr-defined]
+        dave_id = (await client.get("/v1/", auth=dave)).json()["user"]["id"]
+        assert (await client.put("/v1/buckets/b")).status_code == 201
+        for n in range(12):
+            group = {"data": {"members": [dave_id]}}
+            assert (await client.put(f"/v1/buckets/b/groups/g{n}", json=group)).status_code == 201
+        grant = {"permissions": {"record:create": ["/buckets/b/groups/g11"]}}
+        assert (await client.put("/v1/buckets/b/collections/c", json=grant)).status_code == 201
+        for reader in (service.reader, None):
+            service.reader = reader
+            created = await client.post(RECORDS, json={"data": {"x": 1}}, auth=dave)
+            assert created.status_code == 201, created.text
+            url = f"{RECORDS}/{created.json()['data']['id']}"
+            read = await client.get(url, auth=dave)
+            assert read.status_code == 200
+            assert read.json()["data"]["x"] == 1
+            assert (await client.post(RECORDS, json={}, auth=BOB)).status_code == 403
+            assert (await client.get(url, auth=BOB)).status_code == 403
+
+
 class CountingPageReader(CountingReader):
     """The real reader, counting the pages it answered alone (read_page not None)."""
 

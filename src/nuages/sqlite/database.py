@@ -516,6 +516,15 @@ class _Connections:
             finally:
                 self._idle.append(worker)
 
+    def idle_reader(self) -> _Worker | None:
+        """A reader connection that is open, idle and left no transaction behind: a job
+        may run on it inline, without taking it out of the pool (nothing else runs
+        meanwhile). None when there is none."""
+        if not self._writer_ready or not self._idle:
+            return None
+        worker = self._idle[-1]
+        return worker if worker.owner is None else None
+
     def joinable_group(self) -> _WriteGroup:
         """The group a write transaction starting now joins (call with the write lock)."""
         if self.group is None or self.group.broken:
@@ -656,7 +665,21 @@ class SQLiteDatabase:
         """Run ``job(connection)``, one read statement, outside any transaction (a statement
         is its own snapshot: no BEGIN, no COMMIT). It does not see the writes of a
         transaction open in this context: call it where none is."""
-        async with self._connections().reader() as worker:
+        connections = self._connections()
+        attempt = CURRENT_ATTEMPT.get()
+        if attempt is not None and not attempt.last and not attempt.careful:
+            # The common case, without the pool's semaphore and a transaction object: an
+            # idle reader, used inline and given back before anything else can run.
+            worker = connections.idle_reader()
+            if worker is not None:
+                try:
+                    return worker.run_inline(job)
+                except _Interrupted:
+                    attempt.careful = True
+                    raise TransactionConflict() from None
+                except _Busy:
+                    pass
+        async with connections.reader() as worker:
             tx = SQLiteTransaction(worker, single=True)
             try:
                 return await tx.run(job)
@@ -716,8 +739,31 @@ class SQLiteDatabase:
             await connections.close()
 
 
-# Up to this many strings, SQLParams.strings_in binds each one.
+# Up to this many strings, an ``IN`` list binds each one (:func:`strings_in`).
 _FEW: Final = 8
+
+
+def strings_in(values: Iterable[str]) -> tuple[int, list[Any]]:
+    """How an ``IN`` list of strings is bound: its shape for :func:`strings_in_sql` (how
+    many placeholders, or -1 for one JSON array) and the values for them.
+
+    A few values (a user's principals) bind one by one: faster than json_each(), and few
+    statement texts. json_each() would also cut U+0000 strings short."""
+    values = list(values)
+    if len(values) <= _FEW or any("\x00" in value for value in values):
+        return len(values), values
+    return -1, [orjson.dumps(values).decode()]
+
+
+def strings_in_sql(column: str, shape: int, placeholders: Iterable[str] | None = None) -> str:
+    """SQL for ``column IN (...)`` of :func:`strings_in`'s `shape`, with the given
+    `placeholders` (default: ``?``)."""
+    if shape < 0:
+        (one,) = placeholders or ("?",)
+        return f"{column} IN (SELECT value FROM json_each({one}))"
+    if shape == 0:
+        return "0"
+    return f"{column} IN ({', '.join(placeholders or ['?'] * shape)})"
 
 
 class SQLParams:
@@ -733,13 +779,9 @@ class SQLParams:
         return f":{name}"
 
     def strings_in(self, column: str, values: Iterable[str]) -> str:
-        """SQL for ``column IN values`` with any number of strings, in one parameter."""
-        values = list(values)
-        if len(values) <= _FEW or any("\x00" in value for value in values):
-            # A few values (a user's principals) bind one by one: faster than json_each(),
-            # and few statement texts. json_each() would also cut U+0000 strings short.
-            return f"{column} IN ({', '.join(map(self, values))})" if values else "0"
-        return f"{column} IN (SELECT value FROM json_each({self(orjson.dumps(values).decode())}))"
+        """SQL for ``column IN values`` with any number of strings (:func:`strings_in`)."""
+        shape, bound = strings_in(values)
+        return strings_in_sql(column, shape, [self(value) for value in bound])
 
 
 # -- schema -------------------------------------------------------------------------

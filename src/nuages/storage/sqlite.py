@@ -16,6 +16,7 @@ expressions compiled here (:mod:`nuages.storage.autoindex`, :func:`index_stateme
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import sqlite3
@@ -30,7 +31,14 @@ from nuages.core.errors import BackendError, ObjectNotFound, UnicityError
 from nuages.core.filtering import compare_values, type_rank
 from nuages.core.objects import Comparison, Filter, Keyset, ListQuery, Sort
 from nuages.core.timestamps import next_timestamp, now_ms, requested_timestamp
-from nuages.sqlite.database import SQLiteDatabase, SQLiteTransaction, SQLParams, encode_parameter
+from nuages.sqlite.database import (
+    SQLiteDatabase,
+    SQLiteTransaction,
+    SQLParams,
+    encode_parameter,
+    strings_in,
+    strings_in_sql,
+)
 from nuages.storage import reads
 from nuages.storage.autoindex import PREFIX, AutoIndexConfig, AutoIndexer, Shape, shape_of
 from nuages.storage.protocol import ObjectRead, ObjectView, StoredObjects
@@ -311,45 +319,62 @@ class SQLiteObjectReader:
         return frozenset(principal for (principal,) in rows)
 
 
-def object_read_sql(read: ObjectRead) -> tuple[str, dict[str, Any]]:
-    """The tagged ``UNION ALL`` of :mod:`nuages.storage.reads` for `read`."""
-    params = SQLParams()
-
-    def one(tag: int, key: tuple[str, str, str]) -> str:
-        resource_name, parent_id, object_id = key
-        return (
-            f"SELECT {tag}, last_modified, deleted, data, NULL FROM objects"
-            f" WHERE parent_id = {params(parent_id)} AND resource_name = {params(resource_name)}"
-            f" AND id = {params(object_id)}"
-        )
-
-    selects = [one(reads.OBJECT, read.object)]
+def object_read_sql(read: ObjectRead) -> tuple[str, list[Any]]:
+    """The tagged ``UNION ALL`` of :mod:`nuages.storage.reads` for `read`. The text depends
+    only on the read's shape (how many principals, bound permissions...), so it is built
+    once per shape; the values are bound in the order of their ``?``."""
+    users, user_values = strings_in(read.user_ids)
+    given, given_values = strings_in(read.principals)
+    text = _object_read_text(
+        users, given, len(read.bound), read.parent is not None, read.acl_uri is not None
+    )
+    resource_name, parent_id, object_id = read.object
+    values: list[Any] = [parent_id, resource_name, object_id]
     if read.parent is not None:
-        selects.append(one(reads.PARENT, read.parent))
+        resource_name, parent_id, object_id = read.parent
+        values += (parent_id, resource_name, object_id)
+    if read.bound:
+        for uri, permission in read.bound:
+            values += (uri, permission)
+        values += given_values
+        values += user_values
+    if read.acl_uri is not None:
+        values.append(read.acl_uri)
+    values += user_values
+    return text, values
+
+
+@functools.lru_cache(maxsize=512)
+def _object_read_text(users: int, given: int, bound: int, parent: bool, acl: bool) -> str:
+    one = (
+        "SELECT {tag}, last_modified, deleted, data, NULL FROM objects"
+        " WHERE parent_id = ? AND resource_name = ? AND id = ?"
+    )
+    selects = [one.format(tag=reads.OBJECT)]
+    if parent:
+        selects.append(one.format(tag=reads.PARENT))
     holders = (
-        f"SELECT principal FROM user_principals WHERE {params.strings_in('user_id', read.user_ids)}"
-        if read.user_ids
+        f"SELECT principal FROM user_principals WHERE {strings_in_sql('user_id', users)}"
+        if users
         else None
     )
-    if read.bound:
-        pairs = " OR ".join(
-            f"(object_uri = {params(uri)} AND permission = {params(permission)})"
-            for uri, permission in read.bound
-        )
-        given = params.strings_in("principal", read.principals)
-        held = given if holders is None else f"({given} OR principal IN ({holders}))"
+    if bound:
+        pairs = " OR ".join(["(object_uri = ? AND permission = ?)"] * bound)
+        held = strings_in_sql("principal", given)
+        if holders is not None:
+            held = f"({held} OR principal IN ({holders}))"
         selects.append(
             f"SELECT {reads.GRANTED}, NULL, NULL, NULL, NULL WHERE EXISTS"
             f" (SELECT 1 FROM access_control_entries WHERE ({pairs}) AND {held})"
         )
-    if read.acl_uri is not None:
+    if acl:
         selects.append(
             f"SELECT {reads.ACL}, NULL, NULL, permission, principal FROM access_control_entries"
-            f" WHERE object_uri = {params(read.acl_uri)}"
+            " WHERE object_uri = ?"
         )
     if holders is not None:
         selects.append(f"SELECT {reads.PRINCIPAL}, NULL, NULL, principal, NULL FROM ({holders})")
-    return " UNION ALL ".join(selects), params.values
+    return " UNION ALL ".join(selects)
 
 
 @dataclass(frozen=True, slots=True)
@@ -638,15 +663,15 @@ def _is_in(field: _Field, values: Sequence[Any], params: SQLParams) -> str:
     for rank, bound in by_rank.items():
         if isinstance(field, _Column):
             if rank == field.rank:
-                terms.append(_in_list(field.sql, rank, bound, params))
+                terms.append(in_list(field.sql, rank, bound, params))
         else:
             terms.append(
-                f"({field.rank} = {rank} AND {_in_list(field.value(rank), rank, bound, params)})"
+                f"({field.rank} = {rank} AND {in_list(field.value(rank), rank, bound, params)})"
             )
     return f"({' OR '.join(terms)})" if terms else "0"
 
 
-def _in_list(sql: str, rank: int, values: list[Any], params: SQLParams) -> str:
+def in_list(sql: str, rank: int, values: list[Any], params: SQLParams) -> str:
     if rank == 1:
         return params.strings_in(sql, values)
     return f"{sql} IN ({', '.join(map(params, values))})"
