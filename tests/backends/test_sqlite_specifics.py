@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from nuages.permission.sqlite import SQLitePermission
 from nuages.sqlite import CURRENT_SCHEMA_VERSION, SQLiteDatabase
 from nuages.sqlite import database as database_module
 from nuages.storage import sqlite as storage_module
+from nuages.storage.protocol import ObjectRead
 from nuages.storage.sqlite import SQLiteStorage
 
 RESOURCE, PARENT = "record", "/buckets/b/collections/c"
@@ -427,6 +430,67 @@ async def test_id_lookups_use_the_primary_key(sqlite_db: SQLiteDatabase) -> None
     ):
         plan = await _plan(sqlite_db, *storage_module.count_sql(RESOURCE, PARENT, query))
         assert re.search(r"USING (COVERING )?INDEX sqlite_autoindex_objects_1 \(.*id", plan), plan
+
+
+async def test_a_grant_check_does_not_walk_the_entries_of_a_principal(
+    sqlite_db: SQLiteDatabase,
+) -> None:
+    """A grant check probes the primary key for each (object, permission, principal). It
+    must not walk every entry of a principal instead: a user holds one per object it
+    created, and a check that finds no grant would cost as much as the user's objects.
+    Counted in SQLite virtual machine steps (deterministic), with a principal holding 3
+    entries, then 3,000: the permission backend's check, and the one-statement object read
+    without and with stored principals."""
+    permission = SQLitePermission(sqlite_db)
+    principals = ("busy", "system.Everyone")
+    bound = tuple(
+        (uri, perm) for uri in ("/buckets/x", "/buckets/x/c") for perm in ("write", "read")
+    )
+    read = ObjectRead(
+        user_ids=(), principals=principals, bound=bound, object=("collection", "/buckets/x", "c")
+    )
+
+    async def steps() -> list[int]:
+        counted: list[int] = []
+        async with sqlite_db.transaction(write=False) as raw:
+
+            async def count(check: Callable[[], Awaitable[object]]) -> None:
+                steps = [0]
+
+                def step() -> int:
+                    steps[0] += 1
+                    return 0
+
+                await raw.run(lambda conn: conn.set_progress_handler(step, 1))
+                try:
+                    assert not await check()
+                finally:
+                    await raw.run(lambda conn: conn.set_progress_handler(None, 0))
+                counted.append(steps[0])
+
+            async def check_permission() -> bool:
+                async with permission.transaction(write=False) as tx:
+                    return await tx.check_permission(principals, bound)
+
+            def object_read(user_ids: tuple[str, ...]) -> Callable[[], Awaitable[object]]:
+                sql, params = storage_module.object_read_sql(replace(read, user_ids=user_ids))
+                return lambda: raw.run(lambda conn: conn.execute(sql, params).fetchall())
+
+            await count(check_permission)
+            await count(object_read(()))
+            await count(object_read(("busy",)))
+        return counted
+
+    async def hold(first: int, last: int) -> None:
+        rows = [(f"/buckets/b{n}", "write", "busy") for n in range(first, last)]
+        insert = "INSERT INTO access_control_entries VALUES (?, ?, ?)"
+        await sqlite_db.run_write(lambda conn: conn.executemany(insert, rows))
+
+    await hold(0, 3)
+    few = await steps()
+    await hold(3, 3000)
+    many = await steps()
+    assert all(m <= f + 20 for f, m in zip(few, many, strict=True)), (few, many)
 
 
 def test_ascii_letters_python_folds_beyond_ascii() -> None:

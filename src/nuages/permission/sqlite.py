@@ -14,7 +14,13 @@ from contextlib import asynccontextmanager
 
 from nuages.core.errors import BackendError
 from nuages.permission.protocol import BoundPermission
-from nuages.sqlite.database import SQLiteDatabase, SQLiteTransaction, SQLParams
+from nuages.sqlite.database import (
+    SQLiteDatabase,
+    SQLiteTransaction,
+    SQLParams,
+    granted_sql,
+    strings_in,
+)
 
 
 class SQLitePermissionTransaction:
@@ -88,16 +94,10 @@ class SQLitePermissionTransaction:
         principals, bound = set(principals), list(bound_permissions)
         if not principals or not bound:
             return False
-        params = SQLParams()
-        wanted = " OR ".join(
-            f"(object_uri = {params(uri)} AND permission = {params(permission)})"
-            for uri, permission in bound
-        )
-        sql = (
-            f"SELECT 1 FROM access_control_entries WHERE ({wanted})"
-            f" AND {params.strings_in('principal', principals)} LIMIT 1"
-        )
-        row = await self._tx.run(lambda conn: conn.execute(sql, params.values).fetchone())
+        shape, values = strings_in(principals)
+        sql = f"SELECT 1 WHERE {granted_sql(len(bound), shape)}"
+        params = [value for pair in bound for value in pair] + values
+        row = await self._tx.run(lambda conn: conn.execute(sql, params).fetchone())
         return row is not None
 
     async def get_accessible_objects(

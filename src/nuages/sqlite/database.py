@@ -766,6 +766,34 @@ def strings_in_sql(column: str, shape: int, placeholders: Iterable[str] | None =
     return f"{column} IN ({', '.join(placeholders or ['?'] * shape)})"
 
 
+@functools.lru_cache(maxsize=256)
+def granted_sql(pairs: int, principals: int, holders: str | None = None) -> str:
+    """A condition true when ``access_control_entries`` grants one of `pairs` ``?, ?``
+    (object_uri, permission) to one of the principals bound as :func:`strings_in`'s shape
+    `principals`, or selected by the query `holders` (its parameters come last).
+
+    Each (pair, principal) is one probe of the table's primary key, whatever the planner
+    knows of the table: written as a filter on the pairs and the principals, SQLite may
+    walk the principal index instead, through every entry of a principal (every object a
+    user created) when none grants."""
+    sets = []
+    if principals < 0:
+        sets.append("SELECT value AS principal FROM json_each(?)")
+    elif principals > 0:
+        sets.append(f"SELECT column1 AS principal FROM (VALUES {', '.join(['(?)'] * principals)})")
+    if holders is not None:
+        sets.append(holders)
+    if not pairs or not sets:
+        return "0"
+    return (
+        f"EXISTS (SELECT 1 FROM (VALUES {', '.join(['(?, ?)'] * pairs)}) AS o"
+        f" CROSS JOIN ({' UNION ALL '.join(sets)}) AS p"
+        " CROSS JOIN access_control_entries AS a"
+        " WHERE a.object_uri = o.column1 AND a.permission = o.column2"
+        " AND a.principal = p.principal)"
+    )
+
+
 class SQLParams:
     """Named parameters of one statement: values are bound, never spliced into the SQL."""
 

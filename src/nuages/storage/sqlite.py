@@ -36,6 +36,7 @@ from nuages.sqlite.database import (
     SQLiteTransaction,
     SQLParams,
     encode_parameter,
+    granted_sql,
     strings_in,
     strings_in_sql,
 )
@@ -353,27 +354,18 @@ def _object_read_text(users: int, given: int, bound: int, parent: bool, acl: boo
     selects = [one.format(tag=reads.OBJECT)]
     if parent:
         selects.append(one.format(tag=reads.PARENT))
-    holders = (
-        f"SELECT principal FROM user_principals WHERE {strings_in_sql('user_id', users)}"
-        if users
-        else None
-    )
+    held_by = f"FROM user_principals WHERE {strings_in_sql('user_id', users)}" if users else None
+    holders = None if held_by is None else f"SELECT principal {held_by}"
     if bound:
-        pairs = " OR ".join(["(object_uri = ? AND permission = ?)"] * bound)
-        held = strings_in_sql("principal", given)
-        if holders is not None:
-            held = f"({held} OR principal IN ({holders}))"
-        selects.append(
-            f"SELECT {reads.GRANTED}, NULL, NULL, NULL, NULL WHERE EXISTS"
-            f" (SELECT 1 FROM access_control_entries WHERE ({pairs}) AND {held})"
-        )
+        granted = granted_sql(bound, given, holders)
+        selects.append(f"SELECT {reads.GRANTED}, NULL, NULL, NULL, NULL WHERE {granted}")
     if acl:
         selects.append(
             f"SELECT {reads.ACL}, NULL, NULL, permission, principal FROM access_control_entries"
             " WHERE object_uri = ?"
         )
-    if holders is not None:
-        selects.append(f"SELECT {reads.PRINCIPAL}, NULL, NULL, principal, NULL FROM ({holders})")
+    if held_by is not None:
+        selects.append(f"SELECT {reads.PRINCIPAL}, NULL, NULL, principal, NULL {held_by}")
     return " UNION ALL ".join(selects)
 
 
