@@ -176,16 +176,20 @@ class ResourceSpec:
 
     def chain(self) -> list[ResourceSpec]:
         """Specs from the root down to this one."""
+        return list(self._chain)
+
+    @functools.cached_property
+    def _chain(self) -> tuple[ResourceSpec, ...]:
         specs: list[ResourceSpec] = []
         spec: ResourceSpec | None = self
         while spec is not None:
             specs.append(spec)
             spec = spec.parent
-        return specs[::-1]
+        return tuple(specs[::-1])
 
     def parent_uri(self, ids: Mapping[str, str]) -> str:
         """URI of the parent object, ``""`` for root resources. `ids` maps resource name → id."""
-        return "".join(f"/{s.plural}/{ids[s.name]}" for s in self.chain()[:-1])
+        return "".join([f"/{s.plural}/{ids[s.name]}" for s in self._chain[:-1]])
 
     def object_uri(self, ids: Mapping[str, str], object_id: str) -> str:
         return f"{self.parent_uri(ids)}/{self.plural}/{object_id}"
@@ -194,7 +198,7 @@ class ResourceSpec:
         """URI of each level by resource name (the object's own level when `object_id` is given)."""
         uris: dict[str, str] = {}
         uri = ""
-        for spec in self.chain():
+        for spec in self._chain:
             oid = object_id if spec is self else ids.get(spec.name)
             if oid is None:
                 break

@@ -124,6 +124,9 @@ class Service:
         self.tree = tree
         self.config = config
         self.events = events or Events()
+        # _granted_by_settings' answers: the principals that settings grant, by
+        # (resource, permission key, setting). The tree and the settings do not change.
+        self._settings_grants: dict[tuple[str, str, str], frozenset[str]] = {}
         # One-statement object reads, when the backends keep everything in one database.
         make_reader = getattr(storage, "object_reader", None)
         self.reader: ObjectReader | None = (
@@ -227,16 +230,21 @@ class Service:
         resource type *of the request*: reading a record consults ``record:read`` and
         ``record:write``, creating one ``record:create`` and ``record:write``.
         """
-        resource = call.spec.name
-        names = {f"{resource}:{perm}"}
-        for perms in self.tree.get(key, {}).values():
-            for granting in perms:
-                if ":" not in granting:
-                    names.add(f"{resource}:{granting}")
-                elif granting.startswith(f"{resource}:"):
-                    names.add(granting)
-        principals = self.config.principals
-        return any(intersects(call.caller.principals, principals.get(n, ())) for n in names)
+        memo = (call.spec.name, key, perm)
+        granted = self._settings_grants.get(memo)
+        if granted is None:
+            resource = call.spec.name
+            names = {f"{resource}:{perm}"}
+            for perms in self.tree.get(key, {}).values():
+                for granting in perms:
+                    if ":" not in granting:
+                        names.add(f"{resource}:{granting}")
+                    elif granting.startswith(f"{resource}:"):
+                        names.add(granting)
+            principals = self.config.principals
+            granted = frozenset(p for name in names for p in principals.get(name, ()))
+            self._settings_grants[memo] = granted
+        return not granted.isdisjoint(call.caller.principals)
 
     @staticmethod
     def _is_owner(call: Call) -> bool:

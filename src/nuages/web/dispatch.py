@@ -77,6 +77,7 @@ class Route:
     pattern: re.Pattern[str]
     methods: tuple[str, ...]
     handler: Handler
+    depth: int  # segments of the template: a parameter matches one ([^/]+)
     spec: ResourceSpec | None = None
     plural: bool = False
     content_types: tuple[str, ...] = ("application/json",)
@@ -89,7 +90,11 @@ class Route:
 
 
 def _compile(template: str) -> re.Pattern[str]:
-    regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template)
+    """The pattern of a route template: ``{name}`` matches one segment, the rest itself."""
+    parts = re.split(r"\{(\w+)\}", template)  # literal, name, literal, name, ..., literal
+    regex = "".join(
+        re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)" for i, part in enumerate(parts)
+    )
     return re.compile(f"^{regex}$")
 
 
@@ -124,6 +129,8 @@ class Dispatcher:
         self.settings = settings
         self.service = service
         self.routes: list[Route] = []
+        self._by_depth: dict[int, list[int]] = {}  # match's index of routes
+        self._indexed = 0  # how many routes the index holds
         self._spec_routes: dict[tuple[int, bool], Route] = {}  # _route_for's answers
         self.prefix = "/v1"
         # Capabilities announced in GET /v1/ by plugins (name -> description, url, ...), or
@@ -142,7 +149,8 @@ class Dispatcher:
     ) -> None:
         if "GET" in methods and "HEAD" not in methods:
             methods = (*methods, "HEAD")
-        self.routes.append(Route(name, _compile(template), methods, handler, **kwargs))
+        depth = template.count("/")
+        self.routes.append(Route(name, _compile(template), methods, handler, depth, **kwargs))
 
     def add_resource(
         self,
@@ -191,11 +199,25 @@ class Dispatcher:
         return found[0] if found is not None else None
 
     def match(self, path: str) -> tuple[Route, dict[str, str]] | None:
-        for route in self.routes:
+        routes = self.routes
+        if self._indexed != len(routes):
+            self._index_routes()
+        # Only the routes with as many segments as the path can match it.
+        for position in self._by_depth.get(path.count("/"), ()):
+            route = routes[position]
             m = route.pattern.match(path)
             if m is not None:
                 return route, m.groupdict()
         return None
+
+    def _index_routes(self) -> None:
+        """Positions in `routes` by number of segments (a parameter is one segment); a
+        route replaced at its position (plugins do) keeps its template."""
+        by_depth: dict[int, list[int]] = {}
+        for position, route in enumerate(self.routes):
+            by_depth.setdefault(route.depth, []).append(position)
+        self._by_depth = by_depth
+        self._indexed = len(self.routes)
 
     # -- pipeline ---------------------------------------------------------------
     def base_url(self, req: WebRequest) -> str:
