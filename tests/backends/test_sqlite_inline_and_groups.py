@@ -186,6 +186,33 @@ async def test_a_single_read_of_a_request_runs_inline_and_a_slow_one_is_rerun(
         CURRENT_ATTEMPT.reset(token)
 
 
+async def test_a_connection_whose_read_was_interrupted_is_replaced(db: SQLiteDatabase) -> None:
+    # Interrupted while its rows were fetched, a statement stays "in use" in Python 3.11's
+    # statement cache: the connection is replaced rather than preparing that SQL again
+    # at every later run.
+    import threading
+
+    counting = (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)"
+        " SELECT i FROM n"
+    )
+    token = CURRENT_ATTEMPT.set(Attempt(last=False))
+    try:
+        await db.read_once(lambda conn: None)  # opens a reader connection (on its thread)
+        worker = db._connections().idle_reader()
+        assert worker is not None
+        first = worker._connection
+        with pytest.raises(TransactionConflict):
+            await db.read_once(lambda conn: conn.execute(counting, (10_000_000,)).fetchall())
+        CURRENT_ATTEMPT.set(Attempt(last=False))
+        rows = await db.read_once(lambda conn: conn.execute(counting, (3,)).fetchall())
+        assert rows == [(1,), (2,), (3,)]
+        assert worker._connection is not None and worker._connection is not first
+        assert await db.read_once(lambda conn: threading.get_ident()) == threading.get_ident()
+    finally:
+        CURRENT_ATTEMPT.reset(token)
+
+
 async def test_a_single_read_never_joins_a_snapshot_left_open(db: SQLiteDatabase) -> None:
     token = CURRENT_ATTEMPT.set(Attempt(last=False))
     try:
