@@ -282,6 +282,8 @@ async def test_contribute_json(client: httpx.AsyncClient) -> None:
     assert {"name", "description", "repository", "participate", "bugs", "keywords"} <= set(body)
     assert {"url", "license"} <= set(body["repository"])
     assert isinstance(body["keywords"], list)
+    # A template's literal text is matched as such: its "." is not a regex wildcard.
+    assert (await client.get("/v1/contributeXjson", auth=None)).status_code == 404
 
 
 # -- __flush__ (09 §8) ------------------------------------------------------------------------
