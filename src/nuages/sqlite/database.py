@@ -382,11 +382,11 @@ class _Worker:
 
     def _call(self, job: Job[T]) -> T:
         try:
-            if self._replace and self._connection is not None:
-                if not self._connection.in_transaction:
-                    self._connection.close()
-                    self._connection = None
-                    self._replace = False
+            conn = self._connection
+            if self._replace and conn is not None and not conn.in_transaction:
+                conn.close()
+                self._connection = None
+                self._replace = False
             if self._connection is None:
                 self._connection = self._connect()
             return job(self._connection)
@@ -528,9 +528,9 @@ class _Connections:
                 self._idle.append(worker)
 
     def idle_reader(self) -> _Worker | None:
-        """A reader connection that is open, idle and left no transaction behind: a job
-        may run on it inline, without taking it out of the pool (nothing else runs
-        meanwhile). None when there is none."""
+        """An idle reader whose last transaction ended: a job may run on it inline
+        (:meth:`_Worker.run_inline` says when it cannot), without taking it out of the
+        pool, since nothing else runs meanwhile. None when there is none."""
         if not self._writer_ready or not self._idle:
             return None
         worker = self._idle[-1]
