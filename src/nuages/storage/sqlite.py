@@ -655,15 +655,15 @@ def _is_in(field: _Field, values: Sequence[Any], params: SQLParams) -> str:
     for rank, bound in by_rank.items():
         if isinstance(field, _Column):
             if rank == field.rank:
-                terms.append(in_list(field.sql, rank, bound, params))
+                terms.append(_in_list(field.sql, rank, bound, params))
         else:
             terms.append(
-                f"({field.rank} = {rank} AND {in_list(field.value(rank), rank, bound, params)})"
+                f"({field.rank} = {rank} AND {_in_list(field.value(rank), rank, bound, params)})"
             )
     return f"({' OR '.join(terms)})" if terms else "0"
 
 
-def in_list(sql: str, rank: int, values: list[Any], params: SQLParams) -> str:
+def _in_list(sql: str, rank: int, values: list[Any], params: SQLParams) -> str:
     if rank == 1:
         return params.strings_in(sql, values)
     return f"{sql} IN ({', '.join(map(params, values))})"
