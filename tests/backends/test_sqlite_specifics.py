@@ -493,6 +493,27 @@ async def test_a_grant_check_does_not_walk_the_entries_of_a_principal(
     assert all(m <= f + 20 for f, m in zip(few, many, strict=True)), (few, many)
 
 
+def test_a_grant_check_without_principals_grants_nothing() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute(
+        "CREATE TABLE access_control_entries (object_uri, permission, principal,"
+        " PRIMARY KEY (object_uri, permission, principal)) WITHOUT ROWID"
+    )
+    conn.execute("INSERT INTO access_control_entries VALUES ('/b', 'write', 'u')")
+    granted = database_module.granted_sql
+
+    def check(shape: int, principals: list[str]) -> bool:
+        sql = f"SELECT 1 WHERE {granted(1, shape)}"
+        return conn.execute(sql, ["/b", "write", *principals]).fetchone() is not None
+
+    assert check(1, ["u"])
+    assert not check(1, ["v"])
+    assert not check(0, [])  # the pair is still bound: no placeholder is left out
+    assert check(*database_module.strings_in([f"p{n}" for n in range(20)] + ["u"]))
+    with pytest.raises(ValueError):
+        granted(0, 1)
+
+
 def test_ascii_letters_python_folds_beyond_ascii() -> None:
     # SQLite's LIKE folds ASCII only; the compiler sends patterns holding these letters
     # to Python for non-ASCII text. Python's Unicode tables may change: check them.

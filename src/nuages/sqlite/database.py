@@ -786,7 +786,9 @@ def granted_sql(pairs: int, principals: int, holders: str | None = None) -> str:
     Each (pair, principal) is one probe of the table's primary key, whatever the planner
     knows of the table: written as a filter on the pairs and the principals, SQLite may
     walk the principal index instead, through every entry of a principal (every object a
-    user created) when none grants."""
+    user created) when none grants. `pairs` must be at least 1."""
+    if pairs < 1:
+        raise ValueError("a grant check needs at least one (object, permission) pair")
     sets = []
     if principals < 0:
         sets.append("SELECT value AS principal FROM json_each(?)")
@@ -794,8 +796,8 @@ def granted_sql(pairs: int, principals: int, holders: str | None = None) -> str:
         sets.append(f"SELECT column1 AS principal FROM (VALUES {', '.join(['(?)'] * principals)})")
     if holders is not None:
         sets.append(holders)
-    if not pairs or not sets:
-        return "0"
+    if not sets:  # no principal at all: nothing granted, and the pairs still bound
+        sets.append("SELECT NULL AS principal WHERE 0")
     return (
         f"EXISTS (SELECT 1 FROM (VALUES {', '.join(['(?, ?)'] * pairs)}) AS o"
         f" CROSS JOIN ({' UNION ALL '.join(sets)}) AS p"
