@@ -178,10 +178,9 @@ async def test_a_single_read_of_a_request_runs_inline_and_a_slow_one_is_rerun(
         with pytest.raises(TransactionConflict):
             await db.read_once(lambda conn: conn.execute(SLOW_QUERY).fetchone())
         assert attempt.careful
+        # The rerun reads on the thread (a slow read completes there: the test above).
         CURRENT_ATTEMPT.set(Attempt(last=False, careful=True))
         assert await db.read_once(lambda conn: threading.get_ident()) != main
-        (count,) = await db.read_once(lambda conn: conn.execute(SLOW_QUERY).fetchone())
-        assert count == 3_000_000
     finally:
         CURRENT_ATTEMPT.reset(token)
 
