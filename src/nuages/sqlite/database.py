@@ -66,7 +66,13 @@ import orjson
 
 from nuages.core import filtering
 from nuages.core.commits import settle
-from nuages.core.errors import CURRENT_ATTEMPT, BackendError, Error, TransactionConflict
+from nuages.core.errors import (
+    CURRENT_ATTEMPT,
+    Attempt,
+    BackendError,
+    Error,
+    TransactionConflict,
+)
 from nuages.core.objects import MISSING, Comparison, Filter
 
 T = TypeVar("T")
@@ -149,14 +155,9 @@ class SQLiteTransaction:
             return await self._worker.run(call)
         attempt = CURRENT_ATTEMPT.get()
         if attempt is not None and not attempt.last and not attempt.careful and not heavy:
-            try:
-                return self._worker.run_inline(call)
-            except _Interrupted:
-                # Interrupting a read undoes nothing, but the snapshot may be gone.
-                attempt.careful = True
-                raise TransactionConflict() from None
-            except _Busy:
-                pass  # a job of this connection is queued on its thread: go after it
+            # When a job of this connection is queued on its thread: go after it.
+            with contextlib.suppress(_Busy):
+                return self._worker.run_read_inline(call, attempt)
         return await self._worker.run(call)
 
     async def refresh_snapshot(self) -> None:
@@ -364,6 +365,17 @@ class _Worker:
         finally:
             if budget is not None:
                 conn.set_progress_handler(None, 0)
+
+    def run_read_inline(self, job: Job[T], attempt: Attempt) -> T:
+        """:meth:`run_inline` for a read of a request that can be rerun: when SQLite
+        interrupts it, `attempt` becomes careful (its rerun reads on the thread) and
+        :class:`TransactionConflict` reruns the request. Interrupting a read undoes
+        nothing, but its snapshot may be gone."""
+        try:
+            return self.run_inline(job)
+        except _Interrupted:
+            attempt.careful = True
+            raise TransactionConflict() from None
 
     async def run(self, job: Job[T]) -> T:
         return await self._submit(job)
@@ -683,13 +695,8 @@ class SQLiteDatabase:
             # idle reader, used inline and given back before anything else can run.
             worker = connections.idle_reader()
             if worker is not None:
-                try:
-                    return worker.run_inline(job)
-                except _Interrupted:
-                    attempt.careful = True
-                    raise TransactionConflict() from None
-                except _Busy:
-                    pass
+                with contextlib.suppress(_Busy):
+                    return worker.run_read_inline(job, attempt)
         async with connections.reader() as worker:
             tx = SQLiteTransaction(worker, single=True)
             try:
