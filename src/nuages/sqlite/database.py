@@ -442,12 +442,37 @@ def _begin_immediate(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
             return
         except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorname", None) != "SQLITE_BUSY":
+            if not _busy(exc):
                 raise
             if time.monotonic() >= deadline:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.0005)
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite answered "database is locked": ``SQLITE_BUSY`` or one of its
+    extended codes (``SQLITE_BUSY_RECOVERY`` while another connection recovers the WAL,
+    ``SQLITE_BUSY_SNAPSHOT``...)."""
+    return str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_BUSY")
+
+
+def _wal_mode(conn: sqlite3.Connection, busy_timeout: float) -> str:
+    """``PRAGMA journal_mode = WAL``, tried again for up to `busy_timeout` seconds while it
+    answers "database is locked". Putting a new file in WAL mode needs it alone: when
+    several processes open a new file at once, SQLite may refuse at once instead of
+    waiting (a busy handler could deadlock there)."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            return str(mode)
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(0.005)
 
 
 def _commit(conn: sqlite3.Connection) -> None:
@@ -487,7 +512,7 @@ def _connect(path: str, busy_timeout: float, *, writer: bool) -> _Connection:
     )
     try:
         if writer:
-            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            mode = _wal_mode(conn, busy_timeout)
             if mode != "wal":
                 raise BackendError(f"SQLite could not put {path} in WAL mode (it is in {mode!r})")
             conn.execute("PRAGMA synchronous = FULL")
