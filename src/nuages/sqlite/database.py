@@ -813,30 +813,36 @@ def strings_in_sql(column: str, shape: int, placeholders: Iterable[str] | None =
 def granted_sql(pairs: int, principals: int, holders: str | None = None) -> str:
     """A condition true when ``access_control_entries`` grants one of `pairs` ``?, ?``
     (object_uri, permission) to one of the principals bound as :func:`strings_in`'s shape
-    `principals`, or selected by the query `holders` (its parameters come last).
+    `principals`, or selected by the query `holders` (a select of a ``principal`` column).
 
-    Each (pair, principal) is one probe of the table's primary key, whatever the planner
-    knows of the table: written as a filter on the pairs and the principals, SQLite may
-    walk the principal index instead, through every entry of a principal (every object a
-    user created) when none grants. `pairs` must be at least 1."""
+    Bind the pairs, then the principals; with `holders`, the pairs again, then the
+    parameters of `holders`: each source of principals is its own ``EXISTS``, so that
+    neither is materialised into a temporary table. Each (pair, principal) is one probe of
+    the table's primary key, whatever the planner knows of the table: written as a filter
+    on the pairs and the principals, SQLite may walk the principal index instead, through
+    every entry of a principal (every object a user created) when none grants. `pairs`
+    must be at least 1."""
     if pairs < 1:
         raise ValueError("a grant check needs at least one (object, permission) pair")
-    sets = []
+    sets = []  # (FROM item, its principal column)
     if principals < 0:
-        sets.append("SELECT value AS principal FROM json_each(?)")
+        sets.append(("json_each(?)", "value"))
     elif principals > 0:
-        sets.append(f"SELECT column1 AS principal FROM (VALUES {', '.join(['(?)'] * principals)})")
+        sets.append((f"(VALUES {', '.join(['(?)'] * principals)})", "column1"))
     if holders is not None:
-        sets.append(holders)
+        sets.append((f"({holders})", "principal"))
     if not sets:  # no principal at all: nothing granted, and the pairs still bound
-        sets.append("SELECT NULL AS principal WHERE 0")
-    return (
-        f"EXISTS (SELECT 1 FROM (VALUES {', '.join(['(?, ?)'] * pairs)}) AS o"
-        f" CROSS JOIN ({' UNION ALL '.join(sets)}) AS p"
+        sets.append(("(SELECT NULL AS principal WHERE 0)", "principal"))
+    values = ", ".join(["(?, ?)"] * pairs)
+    probes = [
+        f"EXISTS (SELECT 1 FROM (VALUES {values}) AS o"
+        f" CROSS JOIN {principal_set} AS p"
         " CROSS JOIN access_control_entries AS a"
         " WHERE a.object_uri = o.column1 AND a.permission = o.column2"
-        " AND a.principal = p.principal)"
-    )
+        f" AND a.principal = p.{column})"
+        for principal_set, column in sets
+    ]
+    return probes[0] if len(probes) == 1 else f"({' OR '.join(probes)})"
 
 
 class SQLParams:
