@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from nuages.core.authorization import basicauth_userid
+from nuages.core.authorization import basicauth_userids
 
 if TYPE_CHECKING:
     from nuages.core.service import Tx
@@ -89,13 +89,13 @@ class BasicAuthPolicy:
     challenge = 'Basic realm="Realm"'
 
     def __init__(self, secret: str) -> None:
-        self._secret = secret
+        self._userid = basicauth_userids(secret)
 
     async def identify(self, req: WebRequest, tx: Tx | None) -> str | None:
         credentials = basic_credentials(req)
         if credentials is None:
             return None
-        return basicauth_userid(self._secret, credentials.decoded)
+        return self._userid(credentials.decoded)
 
 
 class Authenticator:
