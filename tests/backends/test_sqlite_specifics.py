@@ -6,7 +6,6 @@ import asyncio
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -473,7 +472,7 @@ async def test_a_grant_check_does_not_walk_the_entries_of_a_principal(
                     return await tx.check_permission(principals, bound)
 
             def object_read(user_ids: tuple[str, ...]) -> Callable[[], Awaitable[object]]:
-                sql, params = storage_module.object_read_sql(replace(read, user_ids=user_ids))
+                sql, params = storage_module.object_read_sql(read._replace(user_ids=user_ids))
                 return lambda: raw.run(lambda conn: conn.execute(sql, params).fetchall())
 
             await count(check_permission)

@@ -465,22 +465,31 @@ class Service:
         object_id = self._check_id(call)
         uris = spec.level_uris(call.ids, object_id)
         perm = self._read_key(spec)
-        parent_spec = spec.parent if spec.parent_must_exist else None
+        parent = spec.parent
+        # The URIs of the chain are those of `uris`: no need to build them again.
+        parent_uri = "" if parent is None else uris[parent.name]
         parent_key = None
-        if parent_spec is not None and parent_spec is not OWNER:
-            pid = call.ids[parent_spec.name]
-            if parent_spec.is_valid_id(pid):
-                parent_key = (parent_spec.name, parent_spec.parent_uri(call.ids), pid)
+        checks_parent = spec.parent_must_exist and parent is not None and parent is not OWNER
+        if checks_parent:
+            assert parent is not None
+            pid = call.ids[parent.name]
+            if parent.is_valid_id(pid):
+                grandparent = parent.parent
+                parent_key = (
+                    parent.name,
+                    "" if grandparent is None else uris[grandparent.name],
+                    pid,
+                )
         view = await self.reader.read_object(
             ObjectRead(
-                user_ids=stored_principal_holders(call.caller.user_id),
-                principals=call.caller.principals,
-                bound=()
+                stored_principal_holders(call.caller.user_id),
+                call.caller.principals,
+                ()
                 if spec.owned
                 else tuple(bound_permissions(self.tree, f"{spec.name}:{perm}", uris)),
-                object=(spec.name, spec.parent_uri(call.ids), object_id),
-                parent=parent_key,
-                acl_uri=None if fields else uris[spec.name],
+                (spec.name, parent_uri, object_id),
+                parent_key,
+                None if fields else uris[spec.name],
             )
         )
         call.caller = with_stored_principals(call.caller, view.principals)
@@ -488,8 +497,9 @@ class Service:
         allowed = self._decided(call, perm)
         if not (view.granted if allowed is None else allowed):
             raise self._deny(call)
-        if parent_spec is not None and parent_spec is not OWNER and view.parent is None:
-            raise ObjectNotFound(parent_spec.name, call.ids[parent_spec.name], parent=True)
+        if checks_parent and view.parent is None:
+            assert parent is not None
+            raise ObjectNotFound(parent.name, call.ids[parent.name], parent=True)
         obj = self._readable(call, object_id, view.object)
         perms = None if fields else view.permissions
         return self._read_outcome(call, obj, view.parent, perms, fields)

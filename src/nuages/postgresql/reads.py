@@ -3,7 +3,6 @@ holding both the storage and the permission tables."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from nuages.core.objects import ListQuery
@@ -31,8 +30,8 @@ class PostgreSQLObjectReader:
             stored: frozenset[str] = frozenset()
             if read.user_ids:
                 stored = _principals(await fetch(_PRINCIPALS, *_principals_args(read.user_ids)))
-            given = replace(
-                read, user_ids=(), principals=tuple(dict.fromkeys((*read.principals, *stored)))
+            given = read._replace(
+                user_ids=(), principals=tuple(dict.fromkeys((*read.principals, *stored)))
             )
             sql, args = object_read_sql(given)
             view = reads.object_view(given, await fetch(sql, *args))

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from nuages.core.objects import ListQuery
 from nuages.permission.protocol import BoundPermission
@@ -135,9 +134,10 @@ class PageReader(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectRead:
-    """Everything the read of one object needs, asked of an :class:`ObjectReader` at once."""
+class ObjectRead(NamedTuple):
+    """Everything the read of one object needs, asked of an :class:`ObjectReader` at once.
+    (A named tuple, like :class:`ObjectView`: immutable, and built in a fifth of the time
+    of a frozen dataclass, once per ``GET``.)"""
 
     user_ids: tuple[str, ...]  # whose stored principals to load (the user, Authenticated)
     principals: tuple[str, ...]  # principals held without asking the store (id, Everyone...)
@@ -147,8 +147,7 @@ class ObjectRead:
     acl_uri: str | None = None  # the object's URI, when its ACL is wanted
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectView:
+class ObjectView(NamedTuple):
     """The answer to an :class:`ObjectRead`, from one snapshot."""
 
     principals: frozenset[str]  # stored principals of `user_ids`
