@@ -52,6 +52,7 @@ import contextvars
 import functools
 import itertools
 import json
+import math
 import os
 import re
 import sqlite3
@@ -326,6 +327,10 @@ class _Worker:
         self.owner: SQLiteTransaction | None = None
         # A statement was interrupted: the connection is replaced before its next job.
         self._replace = False
+        # When an inline job must end (perf_counter); infinite outside run_inline. Each
+        # connection's progress handler looks at it (installed once: setting a handler
+        # around every job costs more than the job's binding).
+        self._deadline = math.inf
 
     def _submit(self, job: Job[T]) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
@@ -348,8 +353,7 @@ class _Worker:
         if conn is None or self._queued or self._replace:
             raise _Busy()
         if budget is not None:
-            deadline = time.perf_counter() + budget
-            conn.set_progress_handler(lambda: time.perf_counter() > deadline, _PROGRESS_STEPS)
+            self._deadline = time.perf_counter() + budget
         try:
             return job(conn)
         except sqlite3.OperationalError as exc:
@@ -363,8 +367,11 @@ class _Worker:
         except sqlite3.Error as exc:
             raise _backend_error(exc) from exc
         finally:
-            if budget is not None:
-                conn.set_progress_handler(None, 0)
+            self._deadline = math.inf
+
+    def _past_deadline(self) -> bool:
+        """The progress handler of the connection: true interrupts its statement."""
+        return time.perf_counter() > self._deadline
 
     def run_read_inline(self, job: Job[T], attempt: Attempt) -> T:
         """:meth:`run_inline` for a read of a request that can be rerun: when SQLite
@@ -400,7 +407,9 @@ class _Worker:
                 self._connection = None
                 self._replace = False
             if self._connection is None:
-                self._connection = self._connect()
+                conn = self._connect()
+                conn.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
+                self._connection = conn
             return job(self._connection)
         except sqlite3.Error as exc:
             raise _backend_error(exc) from exc
