@@ -331,24 +331,38 @@ def object_read_sql(read: ObjectRead) -> tuple[str, list[Any]]:
     users, user_values = strings_in(read.user_ids)
     given, given_values = strings_in(read.principals)
     resource_name, parent_id, object_id = read.object
+    # Each value once, numbered in order of first appearance...
     values: list[Any] = [parent_id, resource_name, object_id]
     if read.parent is not None:
         resource_name, parent_id, object_id = read.parent
         values += (parent_id, resource_name, object_id)
+    pairs_at = len(values)
+    values += [value for pair in read.bound for value in pair]
+    pairs_end = len(values)
     if read.bound:
-        pairs = [value for pair in read.bound for value in pair]
-        values += pairs
         values += given_values
-        if users:
-            values += pairs
-            values += user_values
+    users_at = len(values)
+    values += user_values
+    users_end = len(values)
     if read.acl_uri is not None:
         values.append(read.acl_uri)
-    values += user_values
     numbers: dict[Any, int] = {}
-    slots = tuple([numbers.setdefault(value, len(numbers) + 1) for value in values])
+    once = [numbers.setdefault(value, len(numbers) + 1) for value in values]
+    # ...then the numbers in the order of the text: object, parent, pairs and principals
+    # given, pairs and stored principals, ACL, stored principals.
+    slots = once[:users_at]
+    if read.bound and users:
+        slots += once[pairs_at:pairs_end]
+        slots += once[users_at:users_end]
+    slots += once[users_end:]
+    slots += once[users_at:users_end]
     text = _object_read_text(
-        users, given, len(read.bound), read.parent is not None, read.acl_uri is not None, slots
+        users,
+        given,
+        len(read.bound),
+        read.parent is not None,
+        read.acl_uri is not None,
+        tuple(slots),
     )
     return text, list(numbers)
 
@@ -392,9 +406,8 @@ def _numbered(text: str, slots: tuple[int, ...]) -> str:
     """`text` with its n-th ``?`` replaced by ``?k``, k the n-th of `slots` (the text has
     no ``?`` in a literal)."""
     parts = text.split("?")
-    if len(parts) != len(slots) + 1:
-        raise AssertionError(f"{len(parts) - 1} placeholders for {len(slots)} values")
-    return "".join(f"{part}?{slot}" for part, slot in zip(parts, slots)) + parts[-1]
+    numbered = zip(parts[:-1], slots, strict=True)  # as many placeholders as values
+    return "".join(f"{part}?{slot}" for part, slot in numbered) + parts[-1]
 
 
 @dataclass(frozen=True, slots=True)
