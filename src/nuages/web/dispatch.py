@@ -284,8 +284,7 @@ class Dispatcher:
 
     async def _dispatch(self, req: WebRequest, tx: Tx | None) -> tuple[Route | None, WebResponse]:
         s = self.settings
-        eos = self._eos()
-        if eos is not None and eos[1]:
+        if s.eos is not None and (eos := self._eos()) is not None and eos[1]:
             return None, plain_error(410, werr.SERVICE_DEPRECATED, werr.MESSAGES[410])
         m = _VERSION_PREFIX.match(req.path)
         if m is None:
@@ -320,7 +319,7 @@ class Dispatcher:
             response = plain_error(405, werr.METHOD_NOT_ALLOWED, werr.MESSAGES[405])
             response.headers["Allow"] = ", ".join((*route.methods, "OPTIONS"))
             return route, response
-        if route.is_resource:
+        if route.spec is not None:  # a resource
             accept = req.headers.get("accept")
             if accept and not _accepts_json(accept):
                 return route, validation_response(
@@ -382,7 +381,7 @@ class Dispatcher:
 
     def _exposed(self, route: Route | None, method: str) -> tuple[str, ...]:
         # Plural utility lists (GET /permissions) paginate like resources: expose Next-Page etc.
-        if route is None or not (route.is_resource or route.plural):
+        if route is None or not (route.spec is not None or route.plural):
             return DEFAULT_EXPOSED
         if route.plural and method == "HEAD":
             return _COUNT_EXPOSED_ALL
@@ -402,8 +401,7 @@ class Dispatcher:
             s.backoff_percentage is None or random.random() * 100 < s.backoff_percentage
         ):
             headers["Backoff"] = str(s.backoff)
-        eos = self._eos()
-        if eos is not None:
+        if s.eos is not None and (eos := self._eos()) is not None:
             headers["Alert"] = eos[0]
         if response.status in (409, 503):
             headers["Retry-After"] = str(s.retry_after_seconds)
@@ -420,9 +418,9 @@ class Dispatcher:
 
     def parse_body(self, req: WebRequest, route: Route) -> Any:
         """JSON body (None when empty) after Content-Type, size and depth checks."""
-        ctype = media_type(req.headers.get("content-type"))
         if req.method not in ("POST", "PUT", "PATCH"):
             return None
+        ctype = media_type(req.headers.get("content-type"))
         allowed = route.content_types if req.method == "PATCH" else ("application/json",)
         if ctype is not None and ctype not in allowed:
             # Only an *absent* Content-Type is accepted besides JSON, body or not (protocol/01 §3).
@@ -479,6 +477,9 @@ class Dispatcher:
             if caller.user_id is None:
                 raise errors.Unauthorized()
             params[OWNER.name] = caller.user_id
+        headers = req.headers
+        if_match = headers.get("if-match")
+        if_none_match = headers.get("if-none-match")
         return Call(
             spec=route.spec,
             ids=params,
@@ -486,10 +487,12 @@ class Dispatcher:
             object_id=object_id,
             body=body,
             params=req.query,
-            if_match=parse_etag("If-Match", req.headers.get("if-match")),
-            if_none_match=parse_etag("If-None-Match", req.headers.get("if-none-match")),
-            content_type=media_type(req.headers.get("content-type")) or "application/json",
-            response_behavior=req.headers.get("response-behavior", "full"),
+            if_match=None if if_match is None else parse_etag("If-Match", if_match),
+            if_none_match=None
+            if if_none_match is None
+            else parse_etag("If-None-Match", if_none_match),
+            content_type=media_type(headers.get("content-type")) or "application/json",
+            response_behavior=headers.get("response-behavior", "full"),
         )
 
     def _resource_response(self, req: WebRequest, outcome: Outcome, head: bool) -> WebResponse:
@@ -563,7 +566,7 @@ class Dispatcher:
         async def handler(req: WebRequest, params: dict[str, str], tx: Tx | None) -> WebResponse:
             route = self._route_for(spec, plural=plural)
             body = self.parse_body(req, route)
-            user_id = await self.authenticate(req, tx)
+            user_id = await self.authenticator.authenticate(req, tx)
             service = route.service or self.service
             write = req.method not in ("GET", "HEAD")
             if (
