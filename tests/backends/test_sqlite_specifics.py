@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -492,25 +493,45 @@ async def test_a_grant_check_does_not_walk_the_entries_of_a_principal(
     assert all(m <= f + 20 for f, m in zip(few, many, strict=True)), (few, many)
 
 
-def test_a_grant_check_without_principals_grants_nothing() -> None:
+def test_grant_check_sources_and_pairs() -> None:
     conn = sqlite3.connect(":memory:")
     conn.execute(
         "CREATE TABLE access_control_entries (object_uri, permission, principal,"
         " PRIMARY KEY (object_uri, permission, principal)) WITHOUT ROWID"
     )
+    conn.execute("CREATE TABLE user_principals (user_id, principal)")
     conn.execute("INSERT INTO access_control_entries VALUES ('/b', 'write', 'u')")
-    granted = database_module.granted_sql
+    conn.execute("INSERT INTO user_principals VALUES ('x', 'u')")
+    granted, principals_sql = database_module.granted_sql, database_module.principals_sql
+    pairs = [("?1", "?2"), ("?3", "?4")]  # ('/a', 'read'), then ('/b', 'write')
 
-    def check(shape: int, principals: list[str]) -> bool:
-        sql = f"SELECT 1 WHERE {granted(1, shape)}"
-        return conn.execute(sql, ["/b", "write", *principals]).fetchone() is not None
+    def check(principals: list[str], *, json_array: bool = False, holder: str = "") -> bool:
+        shape, values = database_module.strings_in(principals)
+        if json_array:
+            shape, values = -1, [json.dumps(principals)]
+        placeholders = [f"?{5 + n}" for n in range(len(values))]
+        sources = [principals_sql(shape, placeholders)] if values else []
+        if holder:
+            sources.append(
+                f"(SELECT principal FROM user_principals WHERE user_id = ?{5 + len(values)})"
+            )
+            values.append(holder)
+        sql = f"SELECT 1 WHERE {granted(pairs, sources)}"
+        params = ["/a", "read", "/b", "write", *values]
+        return conn.execute(sql, params).fetchone() is not None
 
-    assert check(1, ["u"])
-    assert not check(1, ["v"])
-    assert not check(0, [])  # the pair is still bound: no placeholder is left out
-    assert check(*database_module.strings_in([f"p{n}" for n in range(20)] + ["u"]))
+    assert check(["u"])
+    assert check(["v", "u"])  # the second principal, the second pair
+    assert not check(["v"])
+    assert not check([])  # no source: nothing granted, the pairs still bound
+    assert check(["v"], json_array=True) is False
+    assert check(["v", "u"], json_array=True)
+    assert check([f"p{n}" for n in range(20)] + ["u"])  # strings_in's JSON shape
+    assert check(["v"], holder="x")  # through the stored principals of user x
+    assert not check(["v"], holder="y")
+    assert check([], holder="x")
     with pytest.raises(ValueError):
-        granted(0, 1)
+        granted([], sources=["(SELECT 'u' AS principal)"])
 
 
 def test_ascii_letters_python_folds_beyond_ascii() -> None:

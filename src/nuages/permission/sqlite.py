@@ -7,6 +7,7 @@ no escaping of LIKE wildcards.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -19,6 +20,7 @@ from nuages.sqlite.database import (
     SQLiteTransaction,
     SQLParams,
     granted_sql,
+    principals_sql,
     strings_in,
 )
 
@@ -95,7 +97,7 @@ class SQLitePermissionTransaction:
         if not principals or not bound:
             return False
         shape, values = strings_in(principals)
-        sql = f"SELECT 1 WHERE {granted_sql(len(bound), shape)}"
+        sql = f"SELECT 1 WHERE {_granted_text(len(bound), shape)}"
         params = [value for pair in bound for value in pair] + values
         row = await self._tx.run(lambda conn: conn.execute(sql, params).fetchone())
         return row is not None
@@ -237,3 +239,13 @@ def _successor(prefix: str) -> str | None:
                 code = 0xE000
             return prefix[: end - 1] + chr(code)
     return None
+
+
+@functools.lru_cache(maxsize=64)
+def _granted_text(pairs: int, shape: int) -> str:
+    """:func:`granted_sql` for `pairs` pairs, then principals of :func:`strings_in`'s
+    `shape`, bound in that order."""
+    numbers = [f"?{number}" for number in range(1, 2 * pairs + 1 + (1 if shape < 0 else shape))]
+    pair_slots = list(zip(numbers[: 2 * pairs : 2], numbers[1 : 2 * pairs : 2], strict=True))
+    sources = [principals_sql(shape, numbers[2 * pairs :])] if shape else []
+    return granted_sql(pair_slots, sources)

@@ -57,7 +57,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -151,14 +151,18 @@ class SQLiteTransaction:
         call = functools.partial(self._run, job)
         if self._group is not None:
             if self._group.begun and not heavy:
-                with contextlib.suppress(_Busy):
+                try:
                     return self._worker.run_inline(call, budget=None)
+                except _Busy:
+                    pass
             return await self._worker.run(call)
         attempt = CURRENT_ATTEMPT.get()
         if attempt is not None and not attempt.last and not attempt.careful and not heavy:
             # When a job of this connection is queued on its thread: go after it.
-            with contextlib.suppress(_Busy):
+            try:
                 return self._worker.run_read_inline(call, attempt)
+            except _Busy:
+                pass
         return await self._worker.run(call)
 
     async def refresh_snapshot(self) -> None:
@@ -729,8 +733,10 @@ class SQLiteDatabase:
             # idle reader, used inline and given back before anything else can run.
             worker = connections.idle_reader()
             if worker is not None:
-                with contextlib.suppress(_Busy):
+                try:
                     return worker.run_read_inline(job, attempt)
+                except _Busy:
+                    pass
         async with connections.reader() as worker:
             tx = SQLiteTransaction(worker, single=True)
             try:
@@ -818,38 +824,39 @@ def strings_in_sql(column: str, shape: int, placeholders: Iterable[str] | None =
     return f"{column} IN ({', '.join(placeholders or ['?'] * shape)})"
 
 
-@functools.lru_cache(maxsize=256)
-def granted_sql(pairs: int, principals: int, holders: str | None = None) -> str:
-    """A condition true when ``access_control_entries`` grants one of `pairs` ``?, ?``
-    (object_uri, permission) to one of the principals bound as :func:`strings_in`'s shape
-    `principals`, or selected by the query `holders` (a select of a ``principal`` column).
+def principals_sql(shape: int, placeholders: Sequence[str]) -> str:
+    """A FROM item of one column ``principal``: the strings bound as :func:`strings_in`'s
+    `shape` (at least one), with these placeholders."""
+    if shape < 0:
+        (array,) = placeholders
+        return f"(SELECT value AS principal FROM json_each({array}))"
+    rows = ", ".join(f"({placeholder})" for placeholder in placeholders)
+    return f"(SELECT column1 AS principal FROM (VALUES {rows}))"
 
-    Bind the pairs, then the principals; with `holders`, the pairs again, then the
-    parameters of `holders`: each source of principals is its own ``EXISTS``, so that
-    neither is materialised into a temporary table. Each (pair, principal) is one probe of
-    the table's primary key, whatever the planner knows of the table: written as a filter
-    on the pairs and the principals, SQLite may walk the principal index instead, through
-    every entry of a principal (every object a user created) when none grants. `pairs`
-    must be at least 1."""
-    if pairs < 1:
+
+def granted_sql(pairs: Sequence[tuple[str, str]], sources: Sequence[str]) -> str:
+    """A condition true when ``access_control_entries`` grants one of `pairs` (the SQL of
+    an object_uri and of a permission, placeholders) to a principal of one of `sources`
+    (FROM items of a ``principal`` column: :func:`principals_sql`, a select of stored
+    principals).
+
+    One ``EXISTS`` per source and pair: the source is its outer loop, and each of its
+    principals one probe of an index holding the whole entry. Written as a join of the
+    pairs and the principals, SQLite builds a temporary table for whichever is the inner
+    loop, on every run; written as a filter, it may walk the principal index instead,
+    through every entry of a principal (every object a user created) when none grants.
+    False without a source (the pairs' placeholders are still in the text, so that the
+    same values bind); `pairs` must not be empty."""
+    if not pairs:
         raise ValueError("a grant check needs at least one (object, permission) pair")
-    sets = []  # (FROM item, its principal column)
-    if principals < 0:
-        sets.append(("json_each(?)", "value"))
-    elif principals > 0:
-        sets.append((f"(VALUES {', '.join(['(?)'] * principals)})", "column1"))
-    if holders is not None:
-        sets.append((f"({holders})", "principal"))
-    if not sets:  # no principal at all: nothing granted, and the pairs still bound
-        sets.append(("(SELECT NULL AS principal WHERE 0)", "principal"))
-    values = ", ".join(["(?, ?)"] * pairs)
+    if not sources:
+        sources = ["(SELECT NULL AS principal WHERE 0)"]
     probes = [
-        f"EXISTS (SELECT 1 FROM (VALUES {values}) AS o"
-        f" CROSS JOIN {principal_set} AS p"
-        " CROSS JOIN access_control_entries AS a"
-        " WHERE a.object_uri = o.column1 AND a.permission = o.column2"
-        f" AND a.principal = p.{column})"
-        for principal_set, column in sets
+        f"EXISTS (SELECT 1 FROM {source} AS p CROSS JOIN access_control_entries AS a"
+        f" WHERE a.object_uri = {uri} AND a.permission = {permission}"
+        " AND a.principal = p.principal)"
+        for source in sources
+        for uri, permission in pairs
     ]
     return probes[0] if len(probes) == 1 else f"({' OR '.join(probes)})"
 

@@ -37,6 +37,7 @@ from nuages.sqlite.database import (
     SQLParams,
     encode_parameter,
     granted_sql,
+    principals_sql,
     strings_in,
 )
 from nuages.storage import reads
@@ -331,83 +332,77 @@ def object_read_sql(read: ObjectRead) -> tuple[str, list[Any]]:
     users, user_values = strings_in(read.user_ids)
     given, given_values = strings_in(read.principals)
     resource_name, parent_id, object_id = read.object
-    # Each value once, numbered in order of first appearance...
+    # Each value once, in the order _object_read_text lays them out, numbered in order
+    # of first appearance.
     values: list[Any] = [parent_id, resource_name, object_id]
     if read.parent is not None:
         resource_name, parent_id, object_id = read.parent
         values += (parent_id, resource_name, object_id)
-    pairs_at = len(values)
-    values += [value for pair in read.bound for value in pair]
-    pairs_end = len(values)
+    for pair in read.bound:
+        values += pair
     if read.bound:
         values += given_values
-    users_at = len(values)
     values += user_values
-    users_end = len(values)
     if read.acl_uri is not None:
         values.append(read.acl_uri)
     numbers: dict[Any, int] = {}
-    once = [numbers.setdefault(value, len(numbers) + 1) for value in values]
-    # ...then the numbers in the order of the text: object, parent, pairs and principals
-    # given, pairs and stored principals, ACL, stored principals.
-    slots = once[:users_at]
-    if read.bound and users:
-        slots += once[pairs_at:pairs_end]
-        slots += once[users_at:users_end]
-    slots += once[users_end:]
-    slots += once[users_at:users_end]
+    slots = tuple([numbers.setdefault(value, len(numbers) + 1) for value in values])
     text = _object_read_text(
-        users,
-        given,
-        len(read.bound),
-        read.parent is not None,
-        read.acl_uri is not None,
-        tuple(slots),
+        users, given, len(read.bound), read.parent is not None, read.acl_uri is not None, slots
     )
     return text, list(numbers)
 
 
-def _principals_of(users: int, columns: str = "principal") -> str:
+def _principals_of(users: int, placeholders: Sequence[str], columns: str = "principal") -> str:
     """A select of `columns` of the principals stored for the user ids bound as
-    :func:`strings_in`'s shape `users` (at least one): a primary key probe for each, or
-    one JSON array."""
+    :func:`strings_in`'s shape `users` (at least one) to `placeholders`: a primary key
+    probe for each, or one JSON array."""
     one = f"SELECT {columns} FROM user_principals WHERE user_id"
     if users < 0:
-        return f"{one} IN (SELECT value FROM json_each(?))"
-    return " UNION ALL ".join([f"{one} = ?"] * users)
+        (array,) = placeholders
+        return f"{one} IN (SELECT value FROM json_each({array}))"
+    return " UNION ALL ".join(f"{one} = {placeholder}" for placeholder in placeholders)
 
 
 @functools.lru_cache(maxsize=512)
 def _object_read_text(
     users: int, given: int, bound: int, parent: bool, acl: bool, slots: tuple[int, ...]
 ) -> str:
+    """The text of :func:`object_read_sql`; `slots` are the numbers of its values, in the
+    order: object, parent, pairs, principals given (with pairs only), user ids, ACL URI."""
+    numbered = iter([f"?{slot}" for slot in slots])
+
+    def take(count: int) -> list[str]:
+        return [next(numbered) for _ in range(count)]
+
     one = (
         "SELECT {tag}, last_modified, deleted, data, NULL FROM objects"
-        " WHERE parent_id = ? AND resource_name = ? AND id = ?"
+        " WHERE parent_id = {} AND resource_name = {} AND id = {}"
     )
-    selects = [one.format(tag=reads.OBJECT)]
+    selects = [one.format(*take(3), tag=reads.OBJECT)]
     if parent:
-        selects.append(one.format(tag=reads.PARENT))
-    holders = _principals_of(users) if users else None
+        selects.append(one.format(*take(3), tag=reads.PARENT))
+    pair_slots = take(2 * bound)
+    pairs = list(zip(pair_slots[::2], pair_slots[1::2], strict=True))
+    given_slots = take(1 if given < 0 else given) if bound else []
+    user_slots = take(1 if users < 0 else users)
     if bound:
-        granted = granted_sql(bound, given, holders)
+        sources = [principals_sql(given, given_slots)] if given else []
+        if users:
+            sources.append(f"({_principals_of(users, user_slots)})")
+        granted = granted_sql(pairs, sources)
         selects.append(f"SELECT {reads.GRANTED}, NULL, NULL, NULL, NULL WHERE {granted}")
     if acl:
         selects.append(
             f"SELECT {reads.ACL}, NULL, NULL, permission, principal FROM access_control_entries"
-            " WHERE object_uri = ?"
+            f" WHERE object_uri = {next(numbered)}"
         )
-    if holders is not None:
-        selects.append(_principals_of(users, f"{reads.PRINCIPAL}, NULL, NULL, principal, NULL"))
-    return _numbered(" UNION ALL ".join(selects), slots)
-
-
-def _numbered(text: str, slots: tuple[int, ...]) -> str:
-    """`text` with its n-th ``?`` replaced by ``?k``, k the n-th of `slots` (the text has
-    no ``?`` in a literal)."""
-    parts = text.split("?")
-    numbered = zip(parts[:-1], slots, strict=True)  # as many placeholders as values
-    return "".join(f"{part}?{slot}" for part, slot in numbered) + parts[-1]
+    if users:
+        columns = f"{reads.PRINCIPAL}, NULL, NULL, principal, NULL"
+        selects.append(_principals_of(users, user_slots, columns))
+    if next(numbered, None) is not None:
+        raise ValueError("more values than placeholders")
+    return " UNION ALL ".join(selects)
 
 
 @dataclass(frozen=True, slots=True)
