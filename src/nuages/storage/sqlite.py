@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -323,34 +324,28 @@ class SQLiteObjectReader:
 def object_read_sql(read: ObjectRead) -> tuple[str, list[Any]]:
     """The tagged ``UNION ALL`` of :mod:`nuages.storage.reads` for `read`.
 
-    Each distinct value is bound once, to a numbered placeholder (``?3``) that the text
-    repeats where the value recurs: a collection's URI is both the record's parent id and
-    a URI of its permission pairs, a user id is both a principal and a key of its stored
-    principals. Binding is a large share of such a read (about a microsecond per value).
-    The text depends only on the read's shape (how many principals, bound permissions, which
-    values are equal...), so it is built once per shape."""
+    Each value is bound once, to a numbered placeholder (``?3``) that the text repeats:
+    the grant check probes every pair for each principal, and each pair against both the
+    principals given and the stored ones. The text depends only on the read's shape (how
+    many principals, bound permissions...), so it is built once per shape."""
     users, user_values = strings_in(read.user_ids)
     given, given_values = strings_in(read.principals)
     resource_name, parent_id, object_id = read.object
-    # Each value once, in the order _object_read_text lays them out, numbered in order
-    # of first appearance.
+    # In the order of _object_read_text's numbers.
     values: list[Any] = [parent_id, resource_name, object_id]
     if read.parent is not None:
         resource_name, parent_id, object_id = read.parent
         values += (parent_id, resource_name, object_id)
-    for pair in read.bound:
-        values += pair
     if read.bound:
+        values += itertools.chain.from_iterable(read.bound)
         values += given_values
     values += user_values
     if read.acl_uri is not None:
         values.append(read.acl_uri)
-    numbers: dict[Any, int] = {}
-    slots = tuple([numbers.setdefault(value, len(numbers) + 1) for value in values])
     text = _object_read_text(
-        users, given, len(read.bound), read.parent is not None, read.acl_uri is not None, slots
+        users, given, len(read.bound), read.parent is not None, read.acl_uri is not None
     )
-    return text, list(numbers)
+    return text, values
 
 
 def _principals_of(users: int, placeholders: Sequence[str], columns: str = "principal") -> str:
@@ -365,12 +360,10 @@ def _principals_of(users: int, placeholders: Sequence[str], columns: str = "prin
 
 
 @functools.lru_cache(maxsize=512)
-def _object_read_text(
-    users: int, given: int, bound: int, parent: bool, acl: bool, slots: tuple[int, ...]
-) -> str:
-    """The text of :func:`object_read_sql`; `slots` are the numbers of its values, in the
-    order: object, parent, pairs, principals given (with pairs only), user ids, ACL URI."""
-    numbered = iter([f"?{slot}" for slot in slots])
+def _object_read_text(users: int, given: int, bound: int, parent: bool, acl: bool) -> str:
+    """The text of :func:`object_read_sql`, its values numbered in the order: object,
+    parent, pairs, principals given (with pairs only), user ids, ACL URI."""
+    numbered = (f"?{number}" for number in itertools.count(1))
 
     def take(count: int) -> list[str]:
         return [next(numbered) for _ in range(count)]
@@ -400,8 +393,6 @@ def _object_read_text(
     if users:
         columns = f"{reads.PRINCIPAL}, NULL, NULL, principal, NULL"
         selects.append(_principals_of(users, user_slots, columns))
-    if next(numbered, None) is not None:
-        raise ValueError("more values than placeholders")
     return " UNION ALL ".join(selects)
 
 
