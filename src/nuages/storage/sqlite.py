@@ -336,14 +336,16 @@ def object_read_sql(read: ObjectRead) -> tuple[str, list[Any]]:
     if read.parent is not None:
         resource_name, parent_id, object_id = read.parent
         values += (parent_id, resource_name, object_id)
+    permissions: tuple[str, ...] = ()
     if read.bound:
-        values += itertools.chain.from_iterable(read.bound)
+        uris, permissions = zip(*read.bound, strict=True)
+        values += uris
         values += given_values
     values += user_values
     if read.acl_uri is not None:
         values.append(read.acl_uri)
     text = _object_read_text(
-        users, given, len(read.bound), read.parent is not None, read.acl_uri is not None
+        users, given, permissions, read.parent is not None, read.acl_uri is not None
     )
     return text, values
 
@@ -360,9 +362,13 @@ def _principals_of(users: int, placeholders: Sequence[str], columns: str = "prin
 
 
 @functools.lru_cache(maxsize=512)
-def _object_read_text(users: int, given: int, bound: int, parent: bool, acl: bool) -> str:
+def _object_read_text(
+    users: int, given: int, permissions: tuple[str, ...], parent: bool, acl: bool
+) -> str:
     """The text of :func:`object_read_sql`, its values numbered in the order: object,
-    parent, pairs, principals given (with pairs only), user ids, ACL URI."""
+    parent, the URI of each pair, principals given (with pairs only), user ids, ACL URI.
+    The pairs' permission names are literals: they come from the permission tree, a
+    short list fixed by the code, and each bound value costs SQLite a copy."""
     numbered = (f"?{number}" for number in itertools.count(1))
 
     def take(count: int) -> list[str]:
@@ -375,11 +381,11 @@ def _object_read_text(users: int, given: int, bound: int, parent: bool, acl: boo
     selects = [one.format(*take(3), tag=reads.OBJECT)]
     if parent:
         selects.append(one.format(*take(3), tag=reads.PARENT))
-    pair_slots = take(2 * bound)
-    pairs = list(zip(pair_slots[::2], pair_slots[1::2], strict=True))
-    given_slots = take(1 if given < 0 else given) if bound else []
+    literals = [f"""'{permission.replace("'", "''")}'""" for permission in permissions]
+    pairs = list(zip(take(len(permissions)), literals, strict=True))
+    given_slots = take(1 if given < 0 else given) if permissions else []
     user_slots = take(1 if users < 0 else users)
-    if bound:
+    if permissions:
         sources = [principals_sql(given, given_slots)] if given else []
         if users:
             sources.append(f"({_principals_of(users, user_slots)})")
