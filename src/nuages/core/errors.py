@@ -148,7 +148,7 @@ class TransactionConflict(ConflictError):
     that took too long): nothing was committed, and the request is rerun from the start."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Attempt:
     """One run of work that its caller reruns from the start when it raises
     :class:`TransactionConflict` (the web dispatcher does, for every request and batch).

@@ -48,6 +48,15 @@ class BasicCredentials:
 def basic_credentials(req: WebRequest) -> BasicCredentials | None:
     """The Basic credentials of a request, or None (absent, another scheme, undecodable,
     or an empty user name, which means anonymous as in Kinto)."""
+    decoded = _basic_decoded(req)
+    if decoded is None:
+        return None
+    user, _, password = decoded.partition(":")
+    return BasicCredentials(user, password, decoded)
+
+
+def _basic_decoded(req: WebRequest) -> str | None:
+    """The ``user:password`` string of :func:`basic_credentials`, or None."""
     header = req.headers.get("authorization")
     if not header:
         return None
@@ -58,10 +67,8 @@ def basic_credentials(req: WebRequest) -> BasicCredentials | None:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
-    user, sep, password = decoded.partition(":")
-    if not sep or not user:
-        return None
-    return BasicCredentials(user, password, decoded)
+    user, sep, _ = decoded.partition(":")
+    return decoded if sep and user else None
 
 
 class AuthPolicy(Protocol):
@@ -92,10 +99,8 @@ class BasicAuthPolicy:
         self._userid = basicauth_userids(secret)
 
     async def identify(self, req: WebRequest, tx: Tx | None) -> str | None:
-        credentials = basic_credentials(req)
-        if credentials is None:
-            return None
-        return self._userid(credentials.decoded)
+        decoded = _basic_decoded(req)
+        return None if decoded is None else self._userid(decoded)
 
 
 class Authenticator:
