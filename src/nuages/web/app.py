@@ -245,6 +245,12 @@ class App:
         limit = settings.max_request_body_bytes
         if stream is not None:
             body: bytes | None = b""
+        elif (
+            "content-length" not in headers
+            and "transfer-encoding" not in headers
+            and scope.get("http_version") in ("1.0", "1.1")
+        ):
+            body = b""  # HTTP/1.x framing: such a request has no body (RFC 9112 §6.3)
         else:
             body = await _read_body(receive, limit, headers.get("content-length"))
         if body is None:
