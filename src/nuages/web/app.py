@@ -100,10 +100,23 @@ async def _stream_body(receive: Receive) -> AsyncIterator[bytes]:
             return
 
 
+# Header names as sent (lower-case bytes), by the name the code writes: a few dozen.
+_HEADER_NAMES: dict[str, bytes] = {}
+
+
+def _header_name(name: str) -> bytes:
+    encoded = name.lower().encode("latin-1")
+    if len(_HEADER_NAMES) < 256:
+        _HEADER_NAMES[name] = encoded
+    return encoded
+
+
 async def _send_response(send: Send, response: WebResponse) -> None:
     body = response.body_bytes()
+    names = _HEADER_NAMES
     headers = [
-        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
+        (names[k] if k in names else _header_name(k), v.encode("latin-1"))
+        for k, v in response.headers.items()
     ]
     status = response.status
     no_content = status in (204, 304)
