@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,59 @@ async def test_a_cancelled_member_leaves_nothing_behind(db: SQLiteDatabase) -> N
         await task
     await insert(db, "after")
     assert committed_names(db.path) == {"after"}
+
+
+async def test_a_member_cancelled_while_its_job_runs_on_the_thread(db: SQLiteDatabase) -> None:
+    """Cancelling a caller does not stop its job on the connection's thread: the end of
+    its transaction must wait for that job, not run beside it on the event loop (two
+    threads on one connection), and what the job wrote must not be committed."""
+    on_thread = threading.Event()
+    go_on = threading.Event()
+
+    def slow_insert(conn: sqlite3.Connection) -> None:
+        on_thread.set()
+        go_on.wait(5)
+        conn.execute("INSERT INTO items VALUES ('cancelled')")
+
+    async def cancelled() -> None:
+        async with db.transaction(write=True) as tx:
+            await tx.run(slow_insert, heavy=True)  # heavy: on the thread
+
+    task = asyncio.create_task(cancelled())
+    await asyncio.to_thread(on_thread.wait, 5)
+    task.cancel()
+    await asyncio.sleep(0.05)  # the cancelled caller ends its transaction meanwhile
+    go_on.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await insert(db, "after")
+    assert committed_names(db.path) == {"after"}
+
+
+async def test_a_job_cancelled_before_it_started_leaves_its_connection_idle(
+    db: SQLiteDatabase,
+) -> None:
+    """A job cancelled while queued behind another never runs: its connection must not
+    stay busy for good (every later job would go through the thread)."""
+    worker = db._connections().writer
+    on_thread = threading.Event()
+    release = threading.Event()
+
+    def block(conn: sqlite3.Connection) -> None:
+        on_thread.set()
+        release.wait(5)
+
+    first = asyncio.ensure_future(worker.run(block))
+    await asyncio.to_thread(on_thread.wait, 5)
+    second = asyncio.ensure_future(worker.run(lambda conn: None))
+    await asyncio.sleep(0)
+    second.cancel()
+    release.set()
+    await first
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    here = threading.current_thread()
+    assert worker.run_inline(lambda conn: threading.current_thread()) is here
 
 
 async def test_a_slow_read_of_a_request_is_interrupted_and_rerun_on_the_thread(

@@ -47,6 +47,7 @@ Transactions and joining
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import functools
@@ -326,7 +327,13 @@ class _Worker:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._connect = connect
         self._connection: sqlite3.Connection | None = None
-        self._queued = 0  # jobs submitted to the thread and not finished
+        # Jobs given to the thread, those of them that ended there, and those cancelled
+        # before they started. The job of a cancelled caller that started runs on: only
+        # the thread can tell when it is done. Each counter has one writer (the event
+        # loop, the thread, the canceller: the event loop).
+        self._submitted = 0
+        self._ended = 0
+        self._dropped = 0
         # The transaction that last ran statements here.
         self.owner: SQLiteTransaction | None = None
         # A statement was interrupted: the connection is replaced before its next job.
@@ -339,22 +346,24 @@ class _Worker:
     def _submit(self, job: Job[T]) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         try:
-            future = loop.run_in_executor(self._executor, self._call, job)
+            started = self._executor.submit(self._call, job)
         except RuntimeError as exc:  # the executor was shut down by aclose()
             raise BackendError("the SQLite database is closed") from exc
-        self._queued += 1
-        future.add_done_callback(self._done)
-        return future
+        started.add_done_callback(self._drop_if_cancelled)
+        self._submitted += 1
+        return asyncio.wrap_future(started, loop=loop)
 
-    def _done(self, _: object) -> None:
-        self._queued -= 1
+    def _drop_if_cancelled(self, future: concurrent.futures.Future[Any]) -> None:
+        if future.cancelled():  # it never ran: cancelled before the thread took it
+            self._dropped += 1
 
     def run_inline(self, job: Job[T], budget: float | None = INLINE_BUDGET) -> T:
         """Run `job` now, on this thread. SQLite interrupts it (:class:`_Interrupted`) when it
         runs longer than `budget` seconds; raises :class:`_Busy` when the thread has jobs
         queued (they must run first) or the connection is not open yet."""
         conn = self._connection
-        if conn is None or self._queued or self._replace:
+        queued = self._submitted != self._ended + self._dropped  # a job has not ended
+        if conn is None or queued or self._replace:
             raise _Busy()
         if budget is not None:
             self._deadline = time.perf_counter() + budget
@@ -404,6 +413,12 @@ class _Worker:
             await asyncio.shield(self._submit(job))
 
     def _call(self, job: Job[T]) -> T:
+        try:
+            return self._call_job(job)
+        finally:
+            self._ended += 1
+
+    def _call_job(self, job: Job[T]) -> T:
         try:
             conn = self._connection
             if self._replace and conn is not None and not conn.in_transaction:
