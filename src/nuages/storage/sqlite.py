@@ -111,10 +111,11 @@ class SQLiteStorageTransaction:
         requested = requested_timestamp(obj.get("last_modified"))
 
         def create(conn: sqlite3.Connection) -> int:
-            existing = _existing(conn, parent_id, resource_name, object_id)
+            existing, previous = _existing(conn, parent_id, resource_name, object_id)
             if existing is not None and not existing[1]:
                 raise UnicityError(resource_name, object_id)
-            timestamp = _bump(conn, (parent_id, resource_name), requested, _live(stored))
+            scope = (parent_id, resource_name)
+            timestamp = _bump(conn, scope, previous, requested, _live(stored))
             _store(conn, parent_id, resource_name, object_id, timestamp, stored)
             return timestamp
 
@@ -128,12 +129,11 @@ class SQLiteStorageTransaction:
         requested = requested_timestamp(obj.get("last_modified"))
 
         def update(conn: sqlite3.Connection) -> int:
-            existing = _existing(conn, parent_id, resource_name, object_id)
+            existing, previous = _existing(conn, parent_id, resource_name, object_id)
             ignored = existing is not None and requested is not None and requested <= existing[0]
             delta = _live(stored) - (existing is not None and not existing[1])
-            timestamp = _bump(
-                conn, (parent_id, resource_name), None if ignored else requested, delta
-            )
+            scope = (parent_id, resource_name)
+            timestamp = _bump(conn, scope, previous, None if ignored else requested, delta)
             _store(conn, parent_id, resource_name, object_id, timestamp, stored)
             return timestamp
 
@@ -151,11 +151,12 @@ class SQLiteStorageTransaction:
         requested = requested_timestamp(last_modified)
 
         def delete(conn: sqlite3.Connection) -> int:
-            existing = _existing(conn, parent_id, resource_name, object_id)
+            existing, previous = _existing(conn, parent_id, resource_name, object_id)
             if existing is None or existing[1]:
                 raise ObjectNotFound(resource_name, object_id)
             ignored = requested is not None and requested <= existing[0]
-            timestamp = _bump(conn, (parent_id, resource_name), None if ignored else requested, -1)
+            scope = (parent_id, resource_name)
+            timestamp = _bump(conn, scope, previous, None if ignored else requested, -1)
             _store(conn, parent_id, resource_name, object_id, timestamp, _TOMBSTONE)
             return timestamp
 
@@ -431,13 +432,18 @@ def _live(stored: _Stored) -> int:
 
 def _existing(
     conn: sqlite3.Connection, parent_id: str, resource_name: str, object_id: str
-) -> tuple[int, int] | None:
-    row = conn.execute(
-        "SELECT last_modified, deleted FROM objects"
-        " WHERE parent_id = ? AND resource_name = ? AND id = ?",
+) -> tuple[tuple[int, int] | None, int | None]:
+    """The stored object's (last_modified, deleted), None when absent, and its scope's
+    timestamp, None when never set: one statement for what every write reads first."""
+    scope_timestamp, last_modified, deleted = conn.execute(
+        "SELECT (SELECT last_modified FROM timestamps"
+        " WHERE parent_id = ?1 AND resource_name = ?2), o.last_modified, o.deleted"
+        " FROM (SELECT 1) LEFT JOIN objects AS o"
+        " ON o.parent_id = ?1 AND o.resource_name = ?2 AND o.id = ?3",
         (parent_id, resource_name, object_id),
     ).fetchone()
-    return None if row is None else (row[0], row[1])
+    existing = None if last_modified is None else (last_modified, deleted)
+    return existing, None if scope_timestamp is None else int(scope_timestamp)
 
 
 def _store(
@@ -485,11 +491,17 @@ def _create_scope_timestamp(conn: sqlite3.Connection, scope: Scope) -> tuple[int
     return timestamp, created == 1
 
 
-def _bump(conn: sqlite3.Connection, scope: Scope, requested: int | None, live_delta: int) -> int:
-    """The timestamp of a write in `scope`; runs under BEGIN IMMEDIATE, so the read and
-    the update of the scope timestamp are atomic across processes too. `live_delta` is
-    the change of the scope's number of live objects (-1, 0 or 1)."""
-    previous = _scope_timestamp(conn, scope)
+def _bump(
+    conn: sqlite3.Connection,
+    scope: Scope,
+    previous: int | None,
+    requested: int | None,
+    live_delta: int,
+) -> int:
+    """The timestamp of a write in `scope`, whose timestamp was `previous` (read by
+    :func:`_existing` in the same job); runs under BEGIN IMMEDIATE, so the read and the
+    update of the scope timestamp are atomic across processes too. `live_delta` is the
+    change of the scope's number of live objects (-1, 0 or 1)."""
     bump = next_timestamp(previous, requested)
     if bump.scope_timestamp != previous or live_delta:
         conn.execute(
