@@ -8,10 +8,10 @@ prefix, written as a range in code point order (``COLLATE "C"``), so no LIKE esc
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from nuages.core.contexts import Entered
 from nuages.core.errors import BackendError
 from nuages.permission.protocol import BoundPermission
 from nuages.postgresql.database import PostgreSQLDatabase, PostgreSQLTransaction, digest
@@ -232,12 +232,13 @@ class PostgreSQLPermission:
     def __init__(self, db: PostgreSQLDatabase) -> None:
         self.db = db
 
-    @asynccontextmanager
-    async def transaction(
+    def transaction(
         self, *, write: bool, savepoint: bool = True
-    ) -> AsyncIterator[PostgreSQLPermissionTransaction]:
-        async with self.db.transaction(write=write, savepoint=savepoint) as tx:
-            yield PostgreSQLPermissionTransaction(tx)
+    ) -> Entered[PostgreSQLTransaction, PostgreSQLPermissionTransaction]:
+        return Entered(
+            self.db.transaction(write=write, savepoint=savepoint),
+            PostgreSQLPermissionTransaction,
+        )
 
     async def ping(self) -> bool:
         return await self.db.ping()

@@ -10,9 +10,9 @@ from __future__ import annotations
 import functools
 import sqlite3
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping
 
+from nuages.core.contexts import Entered
 from nuages.core.errors import BackendError
 from nuages.permission.protocol import BoundPermission
 from nuages.sqlite.database import (
@@ -170,12 +170,12 @@ class SQLitePermission:
     def __init__(self, db: SQLiteDatabase) -> None:
         self.db = db
 
-    @asynccontextmanager
-    async def transaction(
+    def transaction(
         self, *, write: bool, savepoint: bool = True
-    ) -> AsyncIterator[SQLitePermissionTransaction]:
-        async with self.db.transaction(write=write, savepoint=savepoint) as tx:
-            yield SQLitePermissionTransaction(tx)
+    ) -> Entered[SQLiteTransaction, SQLitePermissionTransaction]:
+        return Entered(
+            self.db.transaction(write=write, savepoint=savepoint), SQLitePermissionTransaction
+        )
 
     async def ping(self) -> bool:
         return await self.db.ping()

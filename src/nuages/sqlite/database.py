@@ -60,7 +60,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib import resources
 from typing import Any, Final, TypeVar
 
@@ -68,6 +68,7 @@ import orjson
 
 from nuages.core import filtering
 from nuages.core.commits import settle
+from nuages.core.contexts import Entered, Given
 from nuages.core.errors import (
     CURRENT_ATTEMPT,
     Attempt,
@@ -671,26 +672,23 @@ class SQLiteDatabase:
             self._open = _Connections(self.path, self.readers, self.busy_timeout)
         return self._open
 
-    @asynccontextmanager
-    async def transaction(
+    def transaction(
         self, *, write: bool, savepoint: bool = True
-    ) -> AsyncIterator[SQLiteTransaction]:
+    ) -> AbstractAsyncContextManager[SQLiteTransaction]:
         """Open a transaction, or join the one open in this context (module docs); a
-        joined write block is a savepoint unless `savepoint` is false."""
+        joined write block is a savepoint unless `savepoint` is false. (Which one is
+        decided here, when called: ``async with`` enters it at once.)"""
         current = self._current.get()
         if current is None or current.finished:
-            async with self._outermost(write=write) as tx:
-                yield tx
-        elif write and not current.write:
+            return self._outermost(write=write)
+        if write and not current.write:
             raise BackendError(
                 "cannot open a write transaction inside a read transaction of the same "
                 "SQLite database: open the outermost transaction with write=True"
             )
-        elif write and savepoint:
-            async with current._savepoint():
-                yield current
-        else:
-            yield current
+        if write and savepoint:
+            return Entered(current._savepoint(), lambda _: current)
+        return Given(current)
 
     @asynccontextmanager
     async def _outermost(self, *, write: bool) -> AsyncIterator[SQLiteTransaction]:

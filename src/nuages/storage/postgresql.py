@@ -41,8 +41,7 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from re import _casefix  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any, Final
@@ -50,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Final
 import asyncpg  # type: ignore[import-untyped]
 import orjson
 
+from nuages.core.contexts import Entered
 from nuages.core.errors import BackendError, ObjectNotFound, TransactionConflict, UnicityError
 from nuages.core.filtering import compare_values, type_rank
 from nuages.core.objects import Comparison, Filter, Keyset, ListQuery, Sort
@@ -313,10 +313,13 @@ class PostgreSQLStorage:
             auto_index or AutoIndexConfig(), self._valid_auto_indexes, self._build_index
         )
 
-    @asynccontextmanager
-    async def transaction(self, *, write: bool) -> AsyncIterator[PostgreSQLStorageTransaction]:
-        async with self.db.transaction(write=write) as tx:
-            yield PostgreSQLStorageTransaction(self.db, tx, self.indexer)
+    def transaction(
+        self, *, write: bool
+    ) -> Entered[PostgreSQLTransaction, PostgreSQLStorageTransaction]:
+        return Entered(
+            self.db.transaction(write=write),
+            lambda tx: PostgreSQLStorageTransaction(self.db, tx, self.indexer),
+        )
 
     async def _valid_auto_indexes(self) -> set[str]:
         rows = await self.db.run_read(

@@ -21,13 +21,13 @@ import hashlib
 import itertools
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 
+from nuages.core.contexts import Entered
 from nuages.core.errors import BackendError, ObjectNotFound, UnicityError
 from nuages.core.filtering import compare_values, type_rank
 from nuages.core.objects import Comparison, Filter, Keyset, ListQuery, Sort
@@ -250,10 +250,11 @@ class SQLiteStorage:
             auto_index or AutoIndexConfig(), self._auto_indexes, self._build_index
         )
 
-    @asynccontextmanager
-    async def transaction(self, *, write: bool) -> AsyncIterator[SQLiteStorageTransaction]:
-        async with self.db.transaction(write=write) as tx:
-            yield SQLiteStorageTransaction(self.db, tx, self.indexer)
+    def transaction(self, *, write: bool) -> Entered[SQLiteTransaction, SQLiteStorageTransaction]:
+        return Entered(
+            self.db.transaction(write=write),
+            lambda tx: SQLiteStorageTransaction(self.db, tx, self.indexer),
+        )
 
     async def _auto_indexes(self) -> set[str]:
         rows = await self.db.run_read(

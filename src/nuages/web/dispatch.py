@@ -14,8 +14,8 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -24,6 +24,7 @@ import orjson
 
 from nuages.core import errors
 from nuages.core.authorization import load_caller, unloaded_caller
+from nuages.core.contexts import Given
 from nuages.core.preconditions import parse_etag
 from nuages.core.querystring import parse_timestamp
 from nuages.core.resource import OWNER, ResourceSpec
@@ -458,13 +459,9 @@ class Dispatcher:
             )
         return body
 
-    @asynccontextmanager
-    async def transaction(self, tx: Tx | None, *, write: bool) -> AsyncIterator[Tx]:
-        if tx is not None:
-            yield tx
-            return
-        async with self.service.transaction(write=write) as new:
-            yield new
+    def transaction(self, tx: Tx | None, *, write: bool) -> AbstractAsyncContextManager[Tx]:
+        """`tx` when given (a batch's), else a new transaction of the service."""
+        return Given(tx) if tx is not None else self.service.transaction(write=write)
 
     # -- resources ----------------------------------------------------------------
     def _call(
