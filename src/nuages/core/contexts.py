@@ -2,7 +2,7 @@
 
 ``@asynccontextmanager`` costs every use an async generator: its creation, its
 registration with the event loop (for shutdown) and two steps through it. A write
-request opens eight of them around its transaction; the thin ones live here instead.
+request opened eight of them around its transaction; the thin ones are these now.
 """
 
 from __future__ import annotations
