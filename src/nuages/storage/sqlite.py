@@ -40,6 +40,7 @@ from nuages.sqlite.database import (
     granted_sql,
     principals_sql,
     strings_in,
+    strings_in_sql,
 )
 from nuages.storage import reads
 from nuages.storage.autoindex import PREFIX, AutoIndexConfig, AutoIndexer, Shape, shape_of
@@ -356,11 +357,10 @@ def _principals_of(users: int, placeholders: Sequence[str], columns: str = "prin
     """A select of `columns` of the principals stored for the user ids bound as
     :func:`strings_in`'s shape `users` (at least one) to `placeholders`: a primary key
     probe for each, or one JSON array."""
-    one = f"SELECT {columns} FROM user_principals WHERE user_id"
+    one = f"SELECT {columns} FROM user_principals WHERE"
     if users < 0:
-        (array,) = placeholders
-        return f"{one} IN (SELECT value FROM json_each({array}))"
-    return " UNION ALL ".join(f"{one} = {placeholder}" for placeholder in placeholders)
+        return f"{one} {strings_in_sql('user_id', users, placeholders)}"
+    return " UNION ALL ".join(f"{one} user_id = {placeholder}" for placeholder in placeholders)
 
 
 @functools.lru_cache(maxsize=512)
