@@ -245,7 +245,8 @@ def _successor(prefix: str) -> str | None:
 def _granted_text(pairs: int, shape: int) -> str:
     """:func:`granted_sql` for `pairs` pairs, then principals of :func:`strings_in`'s
     `shape`, bound in that order."""
-    numbers = [f"?{number}" for number in range(1, 2 * pairs + 1 + (1 if shape < 0 else shape))]
-    pair_slots = list(zip(numbers[: 2 * pairs : 2], numbers[1 : 2 * pairs : 2], strict=True))
-    sources = [principals_sql(shape, numbers[2 * pairs :])] if shape else []
+    pair_slots = [(f"?{2 * n + 1}", f"?{2 * n + 2}") for n in range(pairs)]
+    count = 1 if shape < 0 else shape
+    principals = [f"?{2 * pairs + 1 + n}" for n in range(count)]
+    sources = [principals_sql(shape, principals)] if shape else []
     return granted_sql(pair_slots, sources)
