@@ -149,3 +149,80 @@ async def test_a_joined_block_without_savepoint_costs_no_round_trip(
         outer.conn.remove_query_logger(log)
     assert sum("SAVEPOINT" in s.upper() for s in statements) == 2, statements  # start, release
     assert await committed_names(db) == {"b", "c"}
+
+
+async def test_a_member_reads_early_beside_the_lane_and_joins_it_at_its_first_write(
+    db: PostgreSQLDatabase,
+) -> None:
+    """Before its first write, a member's early reads run outside its group, while another
+    member holds the lane; its first write waits for the lane and joins the group."""
+    holding, release = asyncio.Event(), asyncio.Event()
+    seen: list[object] = []
+
+    async def first() -> None:
+        token = CURRENT_ATTEMPT.set(Attempt(last=False, scope="/v1/s"))
+        try:
+            async with db.transaction(write=True) as tx:
+                await tx.execute(f"INSERT INTO {db.table} VALUES ('first')")  # type: ignore[attr-defined]
+                holding.set()
+                await release.wait()
+        finally:
+            CURRENT_ATTEMPT.reset(token)
+
+    async def second() -> None:
+        token = CURRENT_ATTEMPT.set(Attempt(last=False, scope="/v1/s"))
+        try:
+            async with db.transaction(write=True) as tx:
+                rows = await tx.fetch_early(f"SELECT name FROM {db.table}")  # type: ignore[attr-defined]
+                seen.append([row[0] for row in rows])
+                await tx.execute(f"INSERT INTO {db.table} VALUES ('second')")  # type: ignore[attr-defined]
+                rows = await tx.fetch_early(f"SELECT name FROM {db.table} ORDER BY name")  # type: ignore[attr-defined]
+                seen.append([row[0] for row in rows])
+        finally:
+            CURRENT_ATTEMPT.reset(token)
+
+    writing = asyncio.create_task(first())
+    await holding.wait()
+    reading = asyncio.create_task(second())
+    await asyncio.sleep(0.1)
+    # Read while `first` held the lane, without its uncommitted row; the write waits.
+    assert seen == [[]]
+    release.set()
+    await asyncio.gather(writing, reading)
+    # Once joined, a read is in the group: it sees both rows before they are committed.
+    assert seen == [[], ["first", "second"]]
+    assert await committed_names(db) == {"first", "second"}
+
+
+@pytest.mark.parametrize(
+    "attempt",
+    [Attempt(last=False, careful=True), Attempt(last=True), None],
+    ids=["careful", "last", "outside-a-request"],
+)
+async def test_a_careful_or_last_attempt_reads_in_its_group(
+    db: PostgreSQLDatabase, attempt: Attempt | None
+) -> None:
+    if attempt is not None:
+        attempt.scope = "/v1/s"
+    token = CURRENT_ATTEMPT.set(attempt)
+    try:
+        async with db.transaction(write=True) as tx:
+            await tx.fetch_early("SELECT 1")
+            assert tx.conn is not None and not tx.read_early
+    finally:
+        CURRENT_ATTEMPT.reset(token)
+
+
+async def test_a_member_that_writes_nothing_opens_no_group(db: PostgreSQLDatabase) -> None:
+    token = CURRENT_ATTEMPT.set(Attempt(last=False, scope="/v1/s"))
+    try:
+        with pytest.raises(Boom):
+            async with db.transaction(write=True) as tx:
+                assert await tx.fetch_early("SELECT 1") == [(1,)]
+                raise Boom()  # say, a failed precondition
+        async with db.transaction(write=True) as tx:
+            await tx.fetch_early("SELECT 1")
+    finally:
+        CURRENT_ATTEMPT.reset(token)
+    assert tx.read_early and tx.conn is None and tx.group is None
+    assert db._lanes == {}  # no lane left behind, and no transaction was begun

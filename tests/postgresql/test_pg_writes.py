@@ -518,3 +518,37 @@ async def test_an_object_read_in_a_write_transaction_sees_its_own_writes(
     # One statement each (asyncpg also introspects a type the first time it meets it).
     assert len([s for s in statements if "FROM objects" in s]) == 3
     assert all("FROM objects" in s or "pg_catalog" in s or "jit" in s for s in statements)
+
+
+async def test_a_write_after_an_early_read_of_an_object_changed_since_makes_the_rerun_careful(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    """A member of a group commit reads the object before joining its group; a write that
+    then finds it changed conflicts, and the rerun reads in the group."""
+    storage = storages[0]
+    await _committed_create(storage, "x")
+    read = ObjectRead(
+        user_ids=(),
+        principals=("alice",),
+        bound=((PARENT, "write"),),
+        object=(RECORD, PARENT, "x"),
+    )
+    attempt = Attempt(last=False, scope="/v1/s")
+    token = CURRENT_ATTEMPT.set(attempt)
+    try:
+        with pytest.raises(TransactionConflict):
+            async with storage.transaction(write=True) as tx:
+                assert (await tx.read_object(read)).object is not None
+                assert tx._tx.conn is None  # read outside the group
+                async with storages[1].transaction(write=True) as other:
+                    await _delete(other, "x")  # another process, meanwhile
+                await _update(tx, "x")
+        assert attempt.careful
+        async with storage.transaction(write=True) as tx:
+            assert (await tx.read_object(read)).object is None
+            assert tx._tx.conn is not None  # read in the group
+            await _create(tx, "x")
+    finally:
+        CURRENT_ATTEMPT.reset(token)
+    timestamp, live, counted, newest = await _scope_row(storage)
+    assert live == counted == 1 and timestamp == newest

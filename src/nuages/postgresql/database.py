@@ -27,6 +27,14 @@ Group commit
     its group is committed; at most :data:`MAX_GROUP` share a commit. Other writes (a
     batch, work outside a request) have a transaction of their own.
 
+    A request joins its lane at its first write, not when its transaction opens: its
+    checks (the object, its parent and the caller's grant, read in one statement with
+    :meth:`PostgreSQLTransaction.fetch_early` on a connection of its own) and its Python
+    run beside the members writing, which hold the lane and, in the database, the scope's
+    lock. A request that writes nothing (a failed precondition, a 403) never waits for
+    the lane. An early read does not see the uncommitted writes of the members before it:
+    when that makes its write conflict, its rerun reads in the group.
+
 Transactions and joining
     As in :mod:`nuages.sqlite.database`: the open transaction lives in a context variable,
     so the storage and permission backends of one request share one transaction (one
@@ -49,7 +57,7 @@ from typing import Any, Final, TypeVar
 import asyncpg  # type: ignore[import-untyped]
 
 from nuages.core.commits import settle
-from nuages.core.errors import CURRENT_ATTEMPT, BackendError, Error
+from nuages.core.errors import CURRENT_ATTEMPT, BackendError, Error, TransactionConflict
 
 T = TypeVar("T")
 
@@ -125,11 +133,18 @@ class PostgreSQLTransaction:
         *,
         write: bool,
         locked: dict[bytes, int] | None = None,
+        lane: _Lane | None = None,
     ) -> None:
         self.db = db
         self.write = write
         self.finished = False
+        # None: a member of a group commit that has not joined its group yet (its lane).
         self.conn = conn
+        self.lane = lane
+        self.group: _Group | None = None  # the group it joined
+        # A read ran before joining (:meth:`fetch_early`): a conflict it causes makes the
+        # attempt careful.
+        self.read_early = False
         # Objects read by this write transaction, key -> last_modified (None: absent), to
         # detect that a concurrent transaction changed them before this one wrote.
         self.seen: dict[bytes, int | None] = {}
@@ -151,14 +166,43 @@ class PostgreSQLTransaction:
         self.locked.clear()
         self.principals.clear()
 
-    async def _call(self, method: Callable[..., Awaitable[T]], sql: str, *args: Any) -> T:
+    async def join(self) -> None:
+        """Be on the transaction's connection: a member of a group commit enters its lane
+        and its group here, before its first write (or statement that is not an early
+        read), so that its reads and checks run beside the other members' writes."""
+        if self.conn is None:
+            await self.db._join(self)
+
+    async def fetch_early(self, sql: str, *args: Any) -> list[Any]:
+        """:meth:`fetch` for a read that may run before this member joins its group: on
+        a connection of its own, outside the transaction, unless the attempt is careful
+        (or the last, or there is none). In ``READ COMMITTED`` each statement sees what is
+        committed when it starts, inside the transaction or not; what it does not see are
+        the uncommitted writes of the members before it in its group. A write that then
+        finds the object changed raises :class:`TransactionConflict` and the attempt is
+        made careful: its rerun reads in the group."""
+        if self.conn is None and not self.finished:
+            attempt = CURRENT_ATTEMPT.get()
+            if attempt is not None and not attempt.last and not attempt.careful:
+                self.read_early = True
+                return await self.db.fetch_once(sql, *args)
+        return await self.fetch(sql, *args)
+
+    def conflict(self) -> TransactionConflict:
+        """The :class:`TransactionConflict` to raise when an object changed since this
+        transaction read it; after an early read, its rerun reads in the group."""
+        if self.read_early and (attempt := CURRENT_ATTEMPT.get()) is not None:
+            attempt.careful = True
+        return TransactionConflict()
+
+    async def _call(self, method: str, sql: str, *args: Any) -> Any:
         if self.finished:
             raise BackendError("this PostgreSQL transaction is already finished")
+        if self.conn is None:
+            await self.db._join(self)
         try:
-            return await method(sql, *args, timeout=self.db.timeout)
+            return await getattr(self.conn, method)(sql, *args, timeout=self.db.timeout)
         except asyncpg.DeadlockDetectedError as exc:
-            from nuages.core.errors import TransactionConflict
-
             raise TransactionConflict() from exc
         except _UNAVAILABLE as exc:
             # A statement the server refused leaves the connection usable (a savepoint or
@@ -170,16 +214,18 @@ class PostgreSQLTransaction:
             raise
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
-        return await self._call(self.conn.fetch, sql, *args)
+        rows: list[Any] = await self._call("fetch", sql, *args)
+        return rows
 
     async def fetchrow(self, sql: str, *args: Any) -> Any:
-        return await self._call(self.conn.fetchrow, sql, *args)
+        return await self._call("fetchrow", sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        return await self._call(self.conn.fetchval, sql, *args)
+        return await self._call("fetchval", sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> str:
-        return await self._call(self.conn.execute, sql, *args)
+        status: str = await self._call("execute", sql, *args)
+        return status
 
 
 class _Group:
@@ -281,6 +327,7 @@ class PostgreSQLDatabase:
                 "PostgreSQL database: open the outermost transaction with write=True"
             )
         elif write and savepoint:
+            await current.join()
             try:
                 nested = current.conn.transaction()
                 await nested.start()
@@ -356,39 +403,74 @@ class PostgreSQLDatabase:
         if lane is None:
             lane = self._lanes[scope] = _Lane()
         lane.users += 1
+        tx = PostgreSQLTransaction(self, None, write=True, lane=lane)
         committed: asyncio.Future[None] | None = None
         try:
-            async with lane.lock:
-                group = lane.group
-                if group is not None and (group.failed or len(group.members) >= MAX_GROUP):
-                    await self._end_group(lane, group)  # full (or failed): commit it first
-                    group = None
-                if group is None:
-                    group = lane.group = await self._open_group()
-                await self._member(group)
-                tx = PostgreSQLTransaction(self, group.conn, write=True, locked=group.locked)
+            try:
+                token = self._current.set(tx)
                 try:
-                    token = self._current.set(tx)
-                    try:
-                        yield tx
-                    finally:
-                        tx.finished = True
-                        self._current.reset(token)
-                except BaseException:
-                    await self._undo_member(group, tx)
-                    raise
+                    yield tx
                 finally:
-                    if group.committer is None:
-                        group.committer = asyncio.get_running_loop().create_task(
-                            self._commit_later(scope, lane, group)
-                        )
+                    tx.finished = True
+                    self._current.reset(token)
+            except BaseException:
+                if tx.group is not None:
+                    try:
+                        await self._undo_member(tx.group, tx)
+                    finally:
+                        self._leave(scope, lane, tx.group)
+                raise
+            if tx.group is not None:
                 committed = asyncio.get_running_loop().create_future()
-                group.members.append(committed)
+                tx.group.members.append(committed)
+                self._leave(scope, lane, tx.group)
         finally:
             lane.users -= 1
+            if committed is None:
+                self._drop_idle(scope, lane)
         if committed is not None:
             # Done once the group is committed; a cancelled caller does not cancel that.
             await asyncio.shield(committed)
+
+    def _drop_idle(self, scope: str, lane: _Lane) -> None:
+        """Forget `lane` when nobody uses it (its members, its group's commit)."""
+        if (
+            lane.users == 0
+            and lane.group is None
+            and not lane.lock.locked()
+            and self._lanes.get(scope) is lane
+        ):
+            del self._lanes[scope]
+
+    async def _join(self, tx: PostgreSQLTransaction) -> None:
+        """Enter `tx`'s lane (until :meth:`_leave`) and its open group, or a new one."""
+        lane = tx.lane
+        if lane is None:
+            raise BackendError("this PostgreSQL transaction has no connection")
+        await lane.lock.acquire()
+        try:
+            group = lane.group
+            if group is not None and (group.failed or len(group.members) >= MAX_GROUP):
+                await self._end_group(lane, group)  # full (or failed): commit it first
+                group = None
+            if group is None:
+                group = lane.group = await self._open_group()
+            await self._member(group)
+        except BaseException:
+            lane.lock.release()
+            raise
+        tx.group = group
+        tx.locked = group.locked
+        tx.conn = group.conn
+
+    def _leave(self, scope: str, lane: _Lane, group: _Group) -> None:
+        """A member is done with its lane: the group's commit is queued behind the
+        members already waiting."""
+        if group.committer is None:
+            group.committer = asyncio.get_running_loop().create_task(
+                self._commit_later(scope, lane, group)
+            )
+        lane.lock.release()
 
     async def _open_group(self) -> _Group:
         pool = await self._get_pool()
@@ -438,8 +520,7 @@ class PostgreSQLDatabase:
         # Queued behind the requests already waiting for the lane: they join the group.
         async with lane.lock:
             await self._end_group(lane, group)
-        if lane.users == 0 and lane.group is None and self._lanes.get(scope) is lane:
-            del self._lanes[scope]
+        self._drop_idle(scope, lane)
 
     async def _end_group(self, lane: _Lane, group: _Group) -> None:
         """Commit (or roll back) `group`, give back its connection, answer its members.

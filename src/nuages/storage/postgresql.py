@@ -28,10 +28,11 @@ p99 was 4x its p50 under 16 concurrent batches), its queue for an advisory lock 
 transaction keeps the row's value while it holds the lock
 (``PostgreSQLTransaction.locked``), so each later update or delete in the scope is two
 statements (the object as committed now, then the scope row and the object together), and
-each later create one (the same, written only where no live object has the key). A write
-whose object changed since this transaction read it (the read happened before the lock)
-raises :class:`TransactionConflict`: the request is rerun and its precondition
-(``If-Match``) is evaluated again on the current object.
+each create one once the scope is locked, the first included (the same, written only where
+no live object has the key). A write whose object changed since this transaction read it
+(the read happened before the lock, maybe before the request joined its group commit:
+``PostgreSQLTransaction.fetch_early``) raises :class:`TransactionConflict`: the request is
+rerun and its precondition (``If-Match``) is evaluated again on the current object.
 """
 
 from __future__ import annotations
@@ -133,7 +134,10 @@ class PostgreSQLStorageTransaction:
         from nuages.postgresql.reads import object_read_sql
 
         sql, args = object_read_sql(read)
-        view = reads.object_view(read, await self._tx.fetch(sql, *args))
+        if self._tx.write:  # before the write that joins the group commit, if it can
+            view = reads.object_view(read, await self._tx.fetch_early(sql, *args))
+        else:
+            view = reads.object_view(read, await self._tx.fetch(sql, *args))
         if self._tx.write:  # as get(): the object, as this transaction read it
             resource_name, parent_id, object_id = read.object
             key = object_key(parent_id, resource_name, object_id)
@@ -168,7 +172,7 @@ class PostgreSQLStorageTransaction:
         existing = None if row is None else (int(row[0]), bool(row[1]))
         now_live = None if existing is None or existing[1] else existing[0]
         if key in self._tx.seen and self._tx.seen[key] != now_live:
-            raise TransactionConflict()
+            raise self._tx.conflict()
         return key, existing, previous
 
     async def _written(self, key: bytes, timestamp: int | None) -> None:
@@ -181,17 +185,18 @@ class PostgreSQLStorageTransaction:
         stored = _encode(obj)
         requested = requested_timestamp(obj.get("last_modified"))
         key = object_key(parent_id, resource_name, object_id)
-        held = self._tx.locked.get(scope_key(parent_id, resource_name))
-        if held is not None and self._tx.seen.get(key) is None:
-            # The scope is locked already: no other writer can change its objects, so the
-            # check and the write are one statement, which writes only if the check passes.
+        if self._tx.seen.get(key) is None:  # not read, or read as absent
+            # Once the scope is locked (by this transaction or its group, before or now), no
+            # other writer can change its objects: the check and the write are one
+            # statement, which writes only if the check passes.
             self._check_writable()
-            bump = next_timestamp(held, requested)
+            previous = await _lock_scope(self._tx, parent_id, resource_name)
+            bump = next_timestamp(previous, requested)
             args = _store_args(key, parent_id, resource_name, object_id, stored, bump)
             live = _live(stored)
             if await self._tx.fetchval(_CREATE_UNLESS_LIVE, *args, bump.scope_timestamp, live):
                 if key in self._tx.seen:  # absent when this transaction read it
-                    raise TransactionConflict()
+                    raise self._tx.conflict()
                 raise UnicityError(resource_name, object_id)
             self._tx.locked[args[1]] = bump.scope_timestamp
             await self._written(key, bump.object_timestamp)
@@ -556,6 +561,7 @@ async def _lock_scope(tx: PostgreSQLTransaction, parent_id: str, resource_name: 
     (``tx.locked``): later writes in the scope, by this request or by later members of its
     group commit, skip this statement."""
     scope = scope_key(parent_id, resource_name)
+    await tx.join()  # its group's scope rows, locked already or not
     known = tx.locked.get(scope)
     if known is not None:
         return known
