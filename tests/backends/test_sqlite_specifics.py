@@ -546,3 +546,68 @@ def test_ascii_letters_python_folds_beyond_ascii() -> None:
                 c.lower() for c in map(chr, range(0x80)) if re.fullmatch(re.escape(c), char, re.I)
             }
     assert folded == set(storage_module._FOLDS_BEYOND_ASCII)
+
+
+async def test_the_wal_stays_bounded_under_writers_that_never_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes writing without a pause leave SQLite's automatic checkpoint no moment
+    to start the WAL again: it grew by every page written (825 MB in a few minutes of
+    benchmark). A commit that finds it past WAL_LIMIT empties it."""
+    monkeypatch.setattr(database_module, "WAL_LIMIT", 256 * 1024)
+    path = tmp_path / "wal.db"
+    dbs = [SQLiteDatabase(path), SQLiteDatabase(path)]  # two processes
+    await dbs[0].migrate()
+    await dbs[0].run_write(lambda conn: conn.execute("CREATE TABLE items (name TEXT)"))
+    sizes: list[int] = []
+    row = "x" * 8000
+
+    async def writer(db: SQLiteDatabase) -> None:
+        for _ in range(100):
+            async with db.transaction(write=True) as tx:
+                await tx.run(lambda conn: conn.execute("INSERT INTO items VALUES (?)", (row,)))
+            sizes.append((tmp_path / "wal.db-wal").stat().st_size)
+
+    try:
+        await asyncio.gather(*(writer(db) for db in dbs for _ in range(4)))
+    finally:
+        for db in dbs:
+            await db.aclose()
+    written = 800 * 8000
+    assert max(sizes) < 512 * 1024 < written  # without the bound: about `written`
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (800,)
+    finally:
+        conn.close()
+
+
+async def test_a_reader_of_an_old_snapshot_delays_the_wal_truncation_not_the_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database_module, "WAL_LIMIT", 64 * 1024)
+    monkeypatch.setattr(database_module, "WAL_TRUNCATE_WAIT", 0.01)
+    path = tmp_path / "wal.db"
+    db = SQLiteDatabase(path)
+    await db.migrate()
+    await db.run_write(lambda conn: conn.execute("CREATE TABLE items (name TEXT)"))
+    wal = tmp_path / "wal.db-wal"
+
+    async def write(count: int) -> None:
+        for _ in range(count):
+            await db.run_write(
+                lambda conn: conn.execute("INSERT INTO items VALUES (?)", ("x" * 8000,))
+            )
+
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM items").fetchone()  # holds its snapshot
+        await write(40)
+        assert wal.stat().st_size > 40 * 8000  # could not be emptied: the writes went on
+        reader.execute("COMMIT")
+        await write(12)  # past the limit raised by a quarter: emptied now
+        assert wal.stat().st_size < 128 * 1024  # the frames written since
+    finally:
+        reader.close()
+        await db.aclose()

@@ -25,6 +25,15 @@ Group commit
     block returns — only once its group is on disk. Several processes on one file
     serialise through ``BEGIN IMMEDIATE``: each waits up to `busy_timeout` seconds.
 
+WAL
+    SQLite's automatic checkpoint copies the WAL into the database after commits, but starts
+    the WAL again only when a write transaction begins with all of it copied: writes that
+    never pause (two processes taking turns, a stream of batches) left it growing by every
+    page written. A commit that finds the WAL file past :data:`WAL_LIMIT` empties it
+    (``wal_checkpoint(TRUNCATE)``, :func:`_truncate_wal`), with the write lock, once its
+    members are answered; when the file is not free within :data:`WAL_TRUNCATE_WAIT` (a
+    reader of an older snapshot), a later commit tries again.
+
 Lifecycle
     The constructor opens nothing: threads and connections start on first use, and
     :meth:`SQLiteDatabase.aclose` closes them (a later use opens them again, so an
@@ -316,6 +325,11 @@ class _Busy(Exception):
 
 # How long a job may hold the event loop (seconds), and how many SQLite virtual-machine
 # steps run between two looks at the clock.
+WAL_LIMIT: Final = 64 * 1024 * 1024
+"""Size of the WAL file past which a commit truncates it (module docs, "WAL")."""
+WAL_TRUNCATE_WAIT: Final = 0.1
+"""Seconds a truncation of the WAL waits for the file to be free before giving up."""
+
 INLINE_BUDGET: Final = 0.002
 _PROGRESS_STEPS: Final = 4000
 
@@ -513,6 +527,28 @@ def _wal_mode(conn: sqlite3.Connection, busy_timeout: float) -> str:
     return str(mode)
 
 
+def _truncate_wal(conn: sqlite3.Connection) -> bool:
+    """``PRAGMA wal_checkpoint(TRUNCATE)``: copy every page of the WAL into the database,
+    then empty the WAL. It needs the file to itself for a moment (no other writer, no
+    reader of an older snapshot): tried again every 50 to 500 microseconds while it is
+    not, for at most :data:`WAL_TRUNCATE_WAIT`. Whether it was done."""
+    deadline = time.monotonic() + WAL_TRUNCATE_WAIT
+    delay = 0.00005
+    while True:
+        try:
+            (busy, _, _) = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc):
+                raise _backend_error(exc) from exc
+            busy = 1
+        if not busy:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.0005)
+
+
 def _commit(conn: sqlite3.Connection) -> None:
     try:
         conn.execute("COMMIT")
@@ -576,6 +612,8 @@ class _Connections:
         self.writer = _Worker(
             "nuages-sqlite-writer", functools.partial(_connect, path, busy_timeout, writer=True)
         )
+        self._wal = path + "-wal"
+        self._wal_limit = WAL_LIMIT  # the WAL's size past which a commit truncates it
         self.write_lock = asyncio.Lock()
         self.group: _WriteGroup | None = None  # the group that write transactions join
         self._connect_reader = functools.partial(_connect, path, busy_timeout, writer=False)
@@ -642,7 +680,25 @@ class _Connections:
                     await self.writer.run(_commit)
                 except BaseException as exc:
                     error = exc
-        settle(group.members, error)
+            settle(group.members, error)
+            if group.begun and error is None:
+                await self._bound_wal()
+
+    async def _bound_wal(self) -> None:
+        """Truncate the WAL once it is past :data:`WAL_LIMIT` (module docs, "WAL"). Called
+        with the write lock, after a commit, its members answered."""
+        try:
+            size = os.stat(self._wal).st_size
+        except OSError:
+            return
+        if size <= self._wal_limit:
+            return
+        try:
+            done = await self.writer.run(_truncate_wal)
+        except Error:
+            done = False
+        # Not now (a long read, or the other processes' writes): after another quarter.
+        self._wal_limit = WAL_LIMIT if done else size + WAL_LIMIT // 4
 
     async def close(self) -> None:
         if self.group is not None and self.group.committer is not None:
