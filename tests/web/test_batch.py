@@ -462,3 +462,27 @@ async def test_readonly_rejects_batch_with_405(make_client: AppFactory) -> None:
         response = await batch(client, {"requests": [{"path": "/"}]})
         assert response.status_code == 405
         assert response.json()["errno"] == 115
+
+
+async def test_a_record_written_again_after_its_collection_was_deleted_in_the_batch(
+    client: httpx.AsyncClient,
+) -> None:
+    """One transaction writes a record, deletes its collection (the record goes with it),
+    makes the collection again and writes the record again: what the transaction read
+    and wrote of the record before the delete is no reason for a conflict."""
+    await seed(client)
+    record = {"method": "PUT", "path": f"{RECORDS}/r", "body": {"data": {"v": 1}}}
+    collection = "/buckets/b/collections/c"
+    answers = await responses_of(
+        client,
+        record,
+        {"method": "GET", "path": f"{RECORDS}/r"},
+        {"method": "DELETE", "path": collection},
+        {"method": "PUT", "path": collection},
+        {**record, "body": {"data": {"v": 2}}},
+        {"method": "PATCH", "path": f"{RECORDS}/r", "body": {"data": {"w": 3}}},
+    )
+    assert [a["status"] for a in answers] == [201, 200, 200, 201, 201, 200]
+    final = await client.get(f"/v1{RECORDS}/r")
+    assert final.status_code == 200
+    assert {k: v for k, v in final.json()["data"].items() if k in "vw"} == {"v": 2, "w": 3}

@@ -157,6 +157,9 @@ class PostgreSQLTransaction:
         # a batch reads its user's once, not once per request. Emptied by a write of
         # principals and, like `locked`, by a savepoint's rollback (:meth:`forget`).
         self.principals: dict[tuple[str, ...], frozenset[str]] = {}
+        # Parent prefixes whose objects this transaction purged (nuages.storage.postgresql):
+        # what it had seen of them before is gone by its own hand, not by a concurrent one.
+        self.purged: list[str] = []
         # A statement failed in the driver or the network: the connection's state is
         # unknown, so it is closed rather than given back to the pool.
         self.broken = False
@@ -165,6 +168,7 @@ class PostgreSQLTransaction:
         """A savepoint was rolled back: what the transaction knew may no longer hold."""
         self.locked.clear()
         self.principals.clear()
+        self.purged.clear()
 
     async def join(self) -> None:
         """Be on the transaction's connection: a member of a group commit enters its lane

@@ -171,7 +171,9 @@ class PostgreSQLStorageTransaction:
         )
         existing = None if row is None else (int(row[0]), bool(row[1]))
         now_live = None if existing is None or existing[1] else existing[0]
-        if key in self._tx.seen and self._tx.seen[key] != now_live:
+        # Gone (not a tombstone) below a prefix this transaction purged is its own doing.
+        purged = row is None and _below_any(parent_id, self._tx.purged)
+        if key in self._tx.seen and self._tx.seen[key] != now_live and not purged:
             raise self._tx.conflict()
         return key, existing, previous
 
@@ -285,6 +287,7 @@ class PostgreSQLStorageTransaction:
     async def purge(self, parent_prefix: str) -> None:
         self._check_writable()
         self._tx.locked.clear()  # scope rows below the prefix go
+        self._tx.purged.append(parent_prefix)  # and objects it may have read (_lock)
         for table in ("objects", "timestamps"):
             await self._tx.execute(
                 f"DELETE FROM {table} WHERE {_below('parent_id', parent_prefix)}",
@@ -292,6 +295,11 @@ class PostgreSQLStorageTransaction:
                 _text(parent_prefix) + "/",
                 _text(parent_prefix) + "0",
             )
+
+
+def _below_any(parent_id: str, prefixes: Sequence[str]) -> bool:
+    """Whether `parent_id` is one of `prefixes` or below one of them."""
+    return any(parent_id == p or parent_id.startswith(p + "/") for p in prefixes)
 
 
 def _below(column: str, prefix: str) -> str:
