@@ -323,13 +323,13 @@ class _Busy(Exception):
     """An inline job could not run: a job of the same connection is queued on its thread."""
 
 
-# How long a job may hold the event loop (seconds), and how many SQLite virtual-machine
-# steps run between two looks at the clock.
 WAL_LIMIT: Final = 64 * 1024 * 1024
 """Size of the WAL file past which a commit truncates it (module docs, "WAL")."""
 WAL_TRUNCATE_WAIT: Final = 0.1
 """Seconds a truncation of the WAL waits for the file to be free before giving up."""
 
+# How long a job may hold the event loop (seconds), and how many SQLite virtual-machine
+# steps run between two looks at the clock.
 INLINE_BUDGET: Final = 0.002
 _PROGRESS_STEPS: Final = 4000
 
