@@ -527,26 +527,30 @@ def _wal_mode(conn: sqlite3.Connection, busy_timeout: float) -> str:
     return str(mode)
 
 
+class _WalInUse(sqlite3.OperationalError):
+    """A checkpoint answered that it could not do all its work: busy, for :func:`_busy`."""
+
+    sqlite_errorname = "SQLITE_BUSY"
+
+
 def _truncate_wal(conn: sqlite3.Connection) -> bool:
     """``PRAGMA wal_checkpoint(TRUNCATE)``: copy every page of the WAL into the database,
     then empty the WAL. It needs the file to itself for a moment (no other writer, no
     reader of an older snapshot): tried again every 50 to 500 microseconds while it is
-    not, for at most :data:`WAL_TRUNCATE_WAIT`. Whether it was done."""
-    deadline = time.monotonic() + WAL_TRUNCATE_WAIT
-    delay = 0.00005
-    while True:
-        try:
-            (busy, _, _) = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        except sqlite3.OperationalError as exc:
-            if not _busy(exc):
-                raise _backend_error(exc) from exc
-            busy = 1
-        if not busy:
-            return True
-        if time.monotonic() >= deadline:
+    not (:func:`_while_busy`), for at most :data:`WAL_TRUNCATE_WAIT`. Whether it was done."""
+
+    def checkpoint() -> None:
+        (busy, _, _) = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise _WalInUse("the WAL is in use")
+
+    try:
+        _while_busy(checkpoint, WAL_TRUNCATE_WAIT, first_delay=0.00005, max_delay=0.0005)
+    except sqlite3.OperationalError as exc:
+        if _busy(exc):
             return False
-        time.sleep(delay)
-        delay = min(delay * 2, 0.0005)
+        raise _backend_error(exc) from exc
+    return True
 
 
 def _commit(conn: sqlite3.Connection) -> None:
