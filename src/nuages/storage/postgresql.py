@@ -134,10 +134,9 @@ class PostgreSQLStorageTransaction:
         from nuages.postgresql.reads import object_read_sql
 
         sql, args = object_read_sql(read)
-        if self._tx.write:  # before the write that joins the group commit, if it can
-            view = reads.object_view(read, await self._tx.fetch_early(sql, *args))
-        else:
-            view = reads.object_view(read, await self._tx.fetch(sql, *args))
+        # A write not yet in its group commit reads before joining it, if it can; other
+        # transactions read in themselves.
+        view = reads.object_view(read, await self._tx.fetch_early(sql, *args))
         if self._tx.write:  # as get(): the object, as this transaction read it
             resource_name, parent_id, object_id = read.object
             key = object_key(parent_id, resource_name, object_id)
