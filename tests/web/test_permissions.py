@@ -702,3 +702,24 @@ async def test_deleted_object_loses_its_acl(client: httpx.AsyncClient) -> None:
     await client.delete(R)
     await client.put(R)  # re-created by alice, without bob
     assert (await client.get(R, auth=BOB)).status_code == 403
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+async def test_a_write_adds_its_writer_to_the_acl_once(
+    client: httpx.AsyncClient, method: str
+) -> None:
+    """A write adds its writer to the object's ``write`` (explicit_permissions): the first
+    write of a new writer changes the ACL; the next ones, and those of its author, find it
+    there and leave the ACL as it is (no ACL write), answering it all the same."""
+    await seed(client, write=[BOB_ID])  # bob may write every record of the bucket
+    for who, writers in ((ALICE, [ALICE_ID]), (BOB, [ALICE_ID, BOB_ID]), (BOB, None)):
+        body = {"data": {"title": "again"}, "permissions": {}}
+        if method == "PATCH":
+            body = {"data": {"title": "again"}}
+        response = await client.request(method, R, json=body, auth=who)
+        assert response.status_code == 200, response.text
+        expected = sorted(writers or [ALICE_ID, BOB_ID])
+        assert sorted(response.json()["permissions"]["write"]) == expected
+        stored = (await client.get(R)).json()["permissions"]
+        assert sorted(stored["write"]) == expected
+        assert stored.get("read", []) == []
