@@ -50,13 +50,14 @@ import contextvars
 import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib import resources
 from typing import Any, Final, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 
 from nuages.core.commits import settle
+from nuages.core.contexts import Given
 from nuages.core.errors import CURRENT_ATTEMPT, BackendError, Error, TransactionConflict
 
 T = TypeVar("T")
@@ -315,53 +316,60 @@ class PostgreSQLDatabase:
             with contextlib.suppress(*_UNAVAILABLE):
                 await pool.release(conn, timeout=self.timeout)
 
-    @asynccontextmanager
-    async def transaction(
+    def transaction(
         self, *, write: bool, savepoint: bool = True
-    ) -> AsyncIterator[PostgreSQLTransaction]:
+    ) -> AbstractAsyncContextManager[PostgreSQLTransaction]:
         """Open a transaction, or join the one open in this context (module docs); a
-        joined write block is a savepoint unless `savepoint` is false."""
+        joined write block is a savepoint unless `savepoint` is false. (Which one is
+        decided here, when called: ``async with`` enters it at once.)"""
         current = self._current.get()
         if current is None or current.finished:
-            async with self._outermost(write=write) as tx:
-                yield tx
-        elif write and not current.write:
+            return self._outermost(write=write)
+        if write and not current.write:
             raise BackendError(
                 "cannot open a write transaction inside a read transaction of the same "
                 "PostgreSQL database: open the outermost transaction with write=True"
             )
-        elif write and savepoint:
-            await current.join()
-            try:
-                nested = current.conn.transaction()
-                await nested.start()
-            except _UNAVAILABLE as exc:
-                raise _backend_error(exc) from exc
-            try:
-                yield current
-            except BaseException:
-                current.forget()
-                if not current.broken:
-                    try:
-                        await nested.rollback()
-                    except _UNAVAILABLE:
-                        current.broken = True  # the outer transaction fails too
-                raise
-            else:
-                try:
-                    await nested.commit()
-                except _UNAVAILABLE as exc:
-                    raise _backend_error(exc) from exc
-        else:
-            yield current
+        if write and savepoint:
+            return self._savepoint(current)
+        return Given(current)
 
     @asynccontextmanager
-    async def _outermost(self, *, write: bool) -> AsyncIterator[PostgreSQLTransaction]:
+    async def _savepoint(
+        self, current: PostgreSQLTransaction
+    ) -> AsyncIterator[PostgreSQLTransaction]:
+        await current.join()
+        try:
+            nested = current.conn.transaction()
+            await nested.start()
+        except _UNAVAILABLE as exc:
+            raise _backend_error(exc) from exc
+        try:
+            yield current
+        except BaseException:
+            current.forget()
+            if not current.broken:
+                try:
+                    await nested.rollback()
+                except _UNAVAILABLE:
+                    current.broken = True  # the outer transaction fails too
+            raise
+        else:
+            try:
+                await nested.commit()
+            except _UNAVAILABLE as exc:
+                raise _backend_error(exc) from exc
+
+    def _outermost(self, *, write: bool) -> AbstractAsyncContextManager[PostgreSQLTransaction]:
+        """A new transaction: for a write request, a member of its scope's group commit
+        (module docs), else one of its own."""
         attempt = CURRENT_ATTEMPT.get()
         if write and attempt is not None and attempt.scope is not None:
-            async with self._grouped(attempt.scope) as tx:
-                yield tx
-            return
+            return self._grouped(attempt.scope)
+        return self._alone(write=write)
+
+    @asynccontextmanager
+    async def _alone(self, *, write: bool) -> AsyncIterator[PostgreSQLTransaction]:
         async with self._connection() as conn:
             tx = PostgreSQLTransaction(self, conn, write=write)
             if write:
