@@ -1,23 +1,29 @@
 """PostgreSQL group commit: concurrent write requests of one scope share a transaction.
 
-See :mod:`nuages.postgresql.database` ("Group commit"). A member's failure undoes only its
-own statements; a request is answered once its group is committed; requests of other
-scopes, and work outside a request, have transactions of their own.
+See :mod:`nuages.postgresql.database` ("Group commit"). A member's failure undoes its own
+statements, and the members that shared them since the group's latest savepoint are rerun
+(as the web dispatcher reruns a request on a TransactionConflict); a careful or last
+attempt is never rerun for another's failure. A request is answered once its group is
+committed; requests of other scopes, and work outside a request, have transactions of
+their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import asyncpg
 import pytest
 from tests import services
 
-from nuages.core.errors import CURRENT_ATTEMPT, Attempt, BackendError
+from nuages.core.errors import CURRENT_ATTEMPT, Attempt, BackendError, TransactionConflict
 from nuages.postgresql import PostgreSQLDatabase
 from nuages.postgresql.database import MAX_GROUP
+
+T = TypeVar("T")
 
 
 class Boom(Exception):
@@ -46,20 +52,57 @@ async def committed_names(db: PostgreSQLDatabase) -> set[str]:
         await conn.close()
 
 
+class Runs:
+    """How many times each request ran, and how many it was rerun."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, int] = {}
+
+    def count(self, name: str) -> None:
+        self.runs[name] = self.runs.get(name, 0) + 1
+
+
+async def request(
+    work: Callable[[Attempt], Awaitable[T]], *, scope: str | None = "/v1/s", attempts: int = 5
+) -> T:
+    """Run `work` as the web dispatcher runs a request: rerun on a TransactionConflict."""
+    careful = False
+    for number in range(1, attempts + 1):
+        attempt = Attempt(last=number == attempts, careful=careful, scope=scope)
+        token = CURRENT_ATTEMPT.set(attempt)
+        try:
+            return await work(attempt)
+        except TransactionConflict:
+            if attempt.last:
+                raise
+            careful = attempt.careful
+        finally:
+            CURRENT_ATTEMPT.reset(token)
+    raise AssertionError("unreachable")
+
+
 async def write(
-    db: PostgreSQLDatabase, name: str, *, scope: str | None = "/v1/s", fail: bool = False
+    db: PostgreSQLDatabase,
+    name: str,
+    *,
+    scope: str | None = "/v1/s",
+    fail: bool = False,
+    runs: Runs | None = None,
 ) -> int:
     """One request's write transaction; the id of the PostgreSQL transaction it ran in."""
-    token = CURRENT_ATTEMPT.set(Attempt(last=False, scope=scope))
-    try:
+
+    async def work(attempt: Attempt) -> int:
+        if runs is not None:
+            runs.count(name)
         async with db.transaction(write=True) as tx:
             await tx.execute(f"INSERT INTO {db.table} VALUES ($1)", name)  # type: ignore[attr-defined]
             xid = int(await tx.fetchval("SELECT txid_current()"))
             await asyncio.sleep(0.01)  # the others queue behind this one
             if fail:
                 raise Boom()
-    finally:
-        CURRENT_ATTEMPT.reset(token)
+        return xid
+
+    xid = await request(work, scope=scope)
     # Answered: the row is committed, as another connection sees it.
     assert name in await committed_names(db)
     return xid
@@ -72,13 +115,77 @@ async def test_concurrent_writes_of_one_scope_share_transactions(db: PostgreSQLD
     assert max(xids.count(xid) for xid in set(xids)) <= MAX_GROUP
 
 
-async def test_a_failed_member_undoes_only_its_own_writes(db: PostgreSQLDatabase) -> None:
+async def test_a_failed_member_undoes_its_writes_and_the_others_are_rerun(
+    db: PostgreSQLDatabase,
+) -> None:
+    runs = Runs()
     results = await asyncio.gather(
-        *(write(db, f"n{i}", fail=i % 4 == 0) for i in range(16)), return_exceptions=True
+        *(write(db, f"n{i}", fail=i % 4 == 0, runs=runs) for i in range(16)),
+        return_exceptions=True,
     )
     failed = {f"n{i}" for i, result in enumerate(results) if isinstance(result, Boom)}
     assert failed == {f"n{i}" for i in range(0, 16, 4)}  # the first member failed, too
     assert await committed_names(db) == {f"n{i}" for i in range(16)} - failed
+    # The members that shared a failed member's statements ran again (n1 to n3 at least:
+    # they waited behind n0, which failed after them with no savepoint before it).
+    assert any(runs.runs[f"n{i}"] > 1 for i in range(16) if i % 4), runs.runs
+    assert all(runs.runs[name] == 1 for name in failed), runs.runs  # failures are not rerun
+
+
+async def test_a_member_that_only_read_undoes_nothing(db: PostgreSQLDatabase) -> None:
+    """A failure after reads only (a failed precondition, a conflict found by reading)
+    keeps the group as it is: nobody is rerun."""
+    runs = Runs()
+
+    async def reader(attempt: Attempt) -> None:
+        runs.count("reader")
+        async with db.transaction(write=True) as tx:
+            await tx.join()  # in the group, behind the writers
+            await tx.fetch(f"SELECT name FROM {db.table} FOR UPDATE")  # type: ignore[attr-defined]
+            raise Boom()
+
+    tasks = [write(db, "a", runs=runs), request(reader), write(db, "b", runs=runs)]
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[1], Boom)
+    assert runs.runs == {"a": 1, "reader": 1, "b": 1}
+    assert await committed_names(db) == {"a", "b"}
+
+
+async def test_a_careful_attempt_is_never_rerun_for_another_failure(
+    db: PostgreSQLDatabase,
+) -> None:
+    """A careful member starts with a savepoint, the member after it too: the failure of
+    a member after it rolls back to the later one, not over the careful member."""
+    order: list[str] = []
+    started = asyncio.Event()
+
+    async def member(attempt: Attempt, name: str, *, careful: bool, fail: bool) -> None:
+        attempt.careful = attempt.careful or careful
+        order.append(name + ("*" if attempt.careful else ""))
+        async with db.transaction(write=True) as tx:
+            await tx.execute(f"INSERT INTO {db.table} VALUES ($1)", name)  # type: ignore[attr-defined]
+            started.set()
+            await asyncio.sleep(0.01)
+            if fail:
+                raise Boom()
+
+    def run(name: str, *, careful: bool = False, fail: bool = False) -> Awaitable[None]:
+        return request(lambda attempt: member(attempt, name, careful=careful, fail=fail))
+
+    first = asyncio.create_task(run("a"))
+    await started.wait()  # `a` holds the lane: the others queue in this order
+    results = await asyncio.gather(
+        first,
+        run("careful", careful=True),
+        run("b"),
+        run("boom", fail=True),
+        return_exceptions=True,
+    )
+    assert [type(r).__name__ for r in results] == ["NoneType"] * 3 + ["Boom"]
+    # `careful` ran once; `b`, answered after the savepoint that follows it, ran again.
+    assert order.count("careful*") == 1 and order.count("a") == 1, order
+    assert order.count("b") == 2, order
+    assert await committed_names(db) == {"a", "careful", "b"}
 
 
 async def test_a_failed_statement_in_a_member_spares_the_others(db: PostgreSQLDatabase) -> None:
@@ -94,6 +201,7 @@ async def test_a_failed_statement_in_a_member_spares_the_others(db: PostgreSQLDa
     tasks = [write(db, "a"), bad(), write(db, "b"), bad(), write(db, "c")]
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert [isinstance(r, BaseException) for r in results] == [False, True, False, True, False]
+    assert isinstance(results[1], BackendError) and isinstance(results[3], BackendError)
     assert await committed_names(db) == {"a", "b", "c"}
 
 

@@ -294,13 +294,15 @@ async def test_a_scope_lock_undone_with_a_failed_group_member_is_taken_again(
     storages: list[PostgreSQLStorage],
 ) -> None:
     """Group commit: the second member locks the scope in its savepoint and fails; the
-    third, in the same PostgreSQL transaction, must not reuse the value it left."""
+    third, in the same PostgreSQL transaction, must not reuse the value it left. (The
+    first is a careful attempt: the member after it starts with a savepoint.)"""
     future = await _seed_future_scope(storages[0])
     storage = storages[0]
     ran: list[str] = []
 
     async def member(name: str) -> None:
-        token = CURRENT_ATTEMPT.set(Attempt(last=False, scope="/v1/scope"))
+        attempt = Attempt(last=False, careful=name == "first", scope="/v1/scope")
+        token = CURRENT_ATTEMPT.set(attempt)
         try:
             async with storage.transaction(write=True) as tx:
                 ran.append(name)

@@ -21,11 +21,22 @@ Group commit
     lock until then (:mod:`nuages.storage.postgresql`): one scope would take one write per
     flush. So the write requests of one scope in one process (the dispatcher names the
     scope in :data:`~nuages.core.errors.CURRENT_ATTEMPT`) share one transaction, in a
-    *lane* per scope: they run one after the other on one connection, each after the first
-    in a savepoint that its failure rolls back alone, and one ``COMMIT`` ends the group —
-    made by a task queued behind the requests already waiting. A request is answered once
-    its group is committed; at most :data:`MAX_GROUP` share a commit. Other writes (a
-    batch, work outside a request) have a transaction of their own.
+    *lane* per scope: they run one after the other on one connection, and one ``COMMIT``
+    ends the group — made by a task queued behind the requests already waiting. A request
+    is answered once its group is committed; at most :data:`MAX_GROUP` share a commit.
+    Other writes (a batch, work outside a request) have a transaction of their own.
+
+    A member's failure must undo its writes and nothing else that will commit. A
+    ``SAVEPOINT`` before each member would do it, at the price of one round trip per
+    member while the group holds its scope's lock; members rarely fail once they write
+    (a failed precondition, a 403 or a conflict is found by reading). So a member starts
+    without one, and when it fails having written (or after a statement PostgreSQL
+    refused), the group rolls back to its latest savepoint, or entirely when it has none:
+    the members answered since then did not fail, and are rerun
+    (:class:`~nuages.core.errors.TransactionConflict`, as after a conflict). A careful or
+    last attempt is never rerun for another's failure: it starts with a savepoint that
+    its failure rolls back alone, and the member after it starts with one too. A member
+    that fails having only read undoes nothing.
 
     A request joins its lane at its first write, not when its transaction opens: its
     checks (the object, its parent and the caller's grant, read in one statement with
@@ -47,6 +58,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -117,6 +129,17 @@ def _connection_lost(exc: BaseException) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1024)
+def _writes(sql: str) -> bool:
+    """Whether `sql` may write (a lock, as ``SELECT ... FOR UPDATE``, is not a write)."""
+    return _WRITE.search(sql) is not None
+
+
+_WRITE: Final = re.compile(
+    r"\b(?:INSERT|DELETE|(?<!FOR )UPDATE|SAVEPOINT|TRUNCATE|CREATE|DROP|ALTER)\b", re.IGNORECASE
+)
+
+
 def _backend_error(exc: BaseException) -> BackendError:
     # Never the DSN (it may hold a password): only the driver's message.
     return BackendError(f"PostgreSQL: {type(exc).__name__}: {exc}")
@@ -164,6 +187,9 @@ class PostgreSQLTransaction:
         # A statement failed in the driver or the network: the connection's state is
         # unknown, so it is closed rather than given back to the pool.
         self.broken = False
+        # A statement that writes ran, or one failed in PostgreSQL: what a member of a
+        # group commit must undo if it fails (module docs).
+        self.dirty = False
 
     def forget(self) -> None:
         """A savepoint was rolled back: what the transaction knew may no longer hold."""
@@ -205,11 +231,15 @@ class PostgreSQLTransaction:
             raise BackendError("this PostgreSQL transaction is already finished")
         if self.conn is None:
             await self.db._join(self)
+        if not self.dirty and _writes(sql):
+            self.dirty = True
         try:
             return await getattr(self.conn, method)(sql, *args, timeout=self.db.timeout)
         except asyncpg.DeadlockDetectedError as exc:
+            self.dirty = True
             raise TransactionConflict() from exc
         except _UNAVAILABLE as exc:
+            self.dirty = True
             # A statement the server refused leaves the connection usable (a savepoint or
             # the transaction's rollback recovers); a lost connection does not.
             self.broken = self.broken or _connection_lost(exc)
@@ -240,10 +270,14 @@ class _Group:
         self.pool = pool
         self.conn = conn
         self.pg_tx = pg_tx
-        self.ran = 0  # members whose statements ran (the first has no savepoint)
+        self.ran = 0  # members that joined it
         self.members: list[asyncio.Future[None]] = []  # succeeded, waiting for the commit
+        # The latest savepoint: its number, and how many of `members` were before it.
+        self.savepoint: tuple[int, int] | None = None
+        self.careful = False  # the latest member is a careful attempt (module docs)
         self.locked: dict[bytes, int] = {}  # PostgreSQLTransaction.locked, for all members
         self.failed = False  # cannot commit: rolled back, or the connection is unusable
+        self.rerun = False  # failed by a member's rollback: its other members are rerun
         self.broken = False  # the connection's state is unknown: discard it
         self.ended = False
         self.committer: asyncio.Task[None] | None = None
@@ -503,30 +537,42 @@ class PostgreSQLDatabase:
         return _Group(pool, conn, pg_tx)
 
     async def _member(self, group: _Group) -> None:
-        """Start a member of `group`: a savepoint, except for the first member."""
-        if group.ran:
+        """Start a member of `group`: with a savepoint when it is a careful attempt or
+        follows one (module docs), and the group has members before it."""
+        attempt = CURRENT_ATTEMPT.get()
+        careful = attempt is None or attempt.last or attempt.careful
+        if group.ran and (careful or group.careful):
             try:
                 await group.conn.execute(f"SAVEPOINT nuages_{group.ran}", timeout=self.timeout)
             except _UNAVAILABLE as exc:
                 group.failed = group.broken = True
                 raise _backend_error(exc) from exc
+            group.savepoint = (group.ran, len(group.members))
+        group.careful = careful
         group.ran += 1
 
     async def _undo_member(self, group: _Group, tx: PostgreSQLTransaction) -> None:
-        """Undo a failed member's statements: its savepoint, or the whole transaction for
-        the first member (nothing else is in it yet)."""
-        group.locked.clear()
+        """Undo a failed member's statements, if it wrote (module docs): back to the
+        group's latest savepoint, rerunning the members answered since; or, without one,
+        the whole transaction when the group ends, rerunning all of them."""
         if tx.broken:
             group.failed = group.broken = True
-        elif group.ran == 1:
-            group.failed = True  # rolled back when the group ends
-        else:
-            try:
-                await group.conn.execute(
-                    f"ROLLBACK TO SAVEPOINT nuages_{group.ran - 1}", timeout=self.timeout
-                )
-            except BaseException:
-                group.failed = group.broken = True
+            return
+        if not tx.dirty:
+            return  # it only read: nothing to undo
+        group.locked.clear()
+        if group.savepoint is None:
+            group.failed = group.rerun = True  # rolled back when the group ends
+            return
+        number, before = group.savepoint
+        try:
+            await group.conn.execute(f"ROLLBACK TO SAVEPOINT nuages_{number}", timeout=self.timeout)
+        except BaseException:
+            group.failed = group.broken = True
+            return
+        rerun = group.members[before:]
+        del group.members[before:]
+        settle(rerun, TransactionConflict())
 
     async def _commit_later(self, scope: str, lane: _Lane, group: _Group) -> None:
         # Queued behind the requests already waiting for the lane: they join the group.
@@ -544,7 +590,10 @@ class PostgreSQLDatabase:
             lane.group = None
         error: BaseException | None = None
         if group.failed:
-            error = BackendError("the PostgreSQL transaction was rolled back after an error")
+            if group.rerun and not group.broken:
+                error = TransactionConflict()  # another member failed: rerun (module docs)
+            else:
+                error = BackendError("the PostgreSQL transaction was rolled back after an error")
             if not group.broken:
                 try:
                     await group.pg_tx.rollback()
