@@ -248,6 +248,74 @@ async def test_write_object_permissions_is_replace_add_and_get_in_one_statement(
             assert await tx.get_object_permissions(fast) == expected
 
 
+async def test_create_with_acl_is_create_and_write_object_permissions_in_one_statement(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    """Once the scope is held, a create carries its object's ACL (the same answer as
+    ``write_object_permissions``, over entries the URI may have left); a live object
+    with the key writes neither."""
+    storage = storages[0]
+    permission = PostgreSQLPermission(storage.db)
+    rng = random.Random(11)
+    principals = ["alice", "bob", "system.Everyone"]
+    perms = ["read", "write"]
+    statements: list[str] = []
+
+    def log(record: Any) -> None:
+        statements.append(record.query)
+
+    await _committed_create(storage, "live")
+    async with storage.transaction(write=True) as tx, permission.transaction(write=True) as ptx:
+        await _create(tx, "held")
+        for case in range(30):
+            fast, slow = f"{PARENT}/records/f{case}", f"{PARENT}/records/s{case}"
+            initial = {p: rng.sample(principals, rng.randrange(3)) for p in rng.sample(perms, 1)}
+            replace = (
+                None
+                if rng.random() < 0.3
+                else {p: rng.sample(principals, rng.randrange(3)) for p in rng.sample(perms, 2)}
+            )
+            add = [("write", rng.choice(principals))]
+            for uri in (fast, slow):  # left by an object deleted long ago, say
+                await ptx.replace_object_permissions(uri, initial)
+            expected = await ptx.write_object_permissions(slow, replace, add)
+            conn = tx._tx.conn
+            statements.clear()
+            conn.add_query_logger(log)
+            try:
+                done = await tx.create_with_acl(
+                    RECORD, PARENT, {"id": f"f{case}", "n": case}, ptx, fast, replace, add
+                )
+            finally:
+                conn.remove_query_logger(log)
+            await asyncio.sleep(0)  # the driver calls query loggers soon, not at once
+            assert len(statements) == 1, statements
+            assert done is not None
+            created, acl = done
+            assert acl == expected == await ptx.get_object_permissions(fast)
+            assert created == await tx.get(RECORD, PARENT, f"f{case}")
+        # A live object has the key: nothing written, the ACL left as it was.
+        live = f"{PARENT}/records/live"
+        await ptx.replace_object_permissions(live, {"read": ["bob"]})
+        with pytest.raises(UnicityError):
+            await tx.create_with_acl(RECORD, PARENT, {"id": "live"}, ptx, live, None, add)
+        assert await ptx.get_object_permissions(live) == {"read": {"bob"}}
+        # Read as live by this transaction: create() says what happens.
+        held = f"{PARENT}/records/held"
+        assert await tx.create_with_acl(RECORD, PARENT, {"id": "held"}, ptx, held, None, []) is None
+    await _assert_scope_exact(storage)
+
+
+async def test_create_with_acl_declines_a_permission_transaction_of_its_own(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    other = PostgreSQLPermission(storages[1].db)  # another pool: another transaction
+    async with storages[0].transaction(write=True) as tx, other.transaction(write=True) as ptx:
+        assert await tx.create_with_acl(RECORD, PARENT, {"id": "a"}, ptx, "/a", None, []) is None
+        assert await tx.create_with_acl(RECORD, PARENT, {"id": "a"}, None, "/a", None, []) is None
+        assert await tx.get(RECORD, PARENT, "a") is None  # nothing was done
+
+
 async def _committed_create(storage: PostgreSQLStorage, object_id: str) -> int:
     async with storage.transaction(write=True) as tx:
         created = await _create(tx, object_id)

@@ -380,10 +380,7 @@ class Service:
         read it with the object, when it did: if that changes nothing, nothing is written."""
         if call.spec.owned:
             return {}  # owned objects have no ACL: their owner may do anything
-        replacing = None if replace is None else {k: list(v or ()) for k, v in replace.items()}
-        added = []
-        if self.config.explicit_permissions:
-            added.append(("write", call.creator or call.caller.creator))
+        replacing, added = self._acl_change(call, replace)
         if (
             replacing is None
             and known is not None
@@ -401,6 +398,33 @@ class Service:
         for permission, principal in added:
             await tx.permission.add_principal_to_ace(uri, permission, principal)
         return await tx.permission.get_object_permissions(uri)
+
+    def _acl_change(
+        self, call: Call, replace: Mapping[str, Any] | None
+    ) -> tuple[dict[str, list[str]] | None, list[tuple[str, str]]]:
+        """What :meth:`_write_permissions` writes: the permissions replaced (None: none),
+        and the entries added (the writer in ``write``, with ``explicit_permissions``)."""
+        replacing = None if replace is None else {k: list(v or ()) for k, v in replace.items()}
+        added = []
+        if self.config.explicit_permissions:
+            added.append(("write", call.creator or call.caller.creator))
+        return replacing, added
+
+    async def _create(
+        self, tx: Tx, call: Call, parent_uri: str, new: JSONObject, uri: str, replace: Any
+    ) -> tuple[JSONObject, dict[str, set[str]]]:
+        """Store the new object `new` and write its ACL (:meth:`_write_permissions`); in one
+        statement when the storage can (``CreatorWithACL``)."""
+        spec = call.spec
+        create_with_acl = getattr(tx.storage, "create_with_acl", None)
+        if create_with_acl is not None and not spec.owned:
+            done: tuple[JSONObject, dict[str, set[str]]] | None = await create_with_acl(
+                spec.name, parent_uri, new, tx.permission, uri, *self._acl_change(call, replace)
+            )
+            if done is not None:
+                return done
+        stored = await tx.storage.create(spec.name, parent_uri, new)
+        return stored, await self._write_permissions(tx, call, uri, replace)
 
     def _change(
         self,
@@ -574,15 +598,15 @@ class Service:
         new = self._clean_data(call, data, object_id)
         given = call.body is not None and "data" in call.body
         new = await self._prepare(tx, call, new, existing, sent=data, given=given)
-        if existing is None:
-            stored = await tx.storage.create(spec.name, parent_uri, new)
-        else:
-            stored = await tx.storage.update(spec.name, parent_uri, object_id, new)
         replace = None
         if perms:  # Kinto treats `"permissions": {}` as absent: the ACL is kept
             replace = {p: perms.get(p) for p in spec.permissions}
-        known = None if view is None or existing is None else view.permissions
-        acl = await self._write_permissions(tx, call, uris[spec.name], replace, known)
+        if existing is None:
+            stored, acl = await self._create(tx, call, parent_uri, new, uris[spec.name], replace)
+        else:
+            stored = await tx.storage.update(spec.name, parent_uri, object_id, new)
+            known = None if view is None else view.permissions
+            acl = await self._write_permissions(tx, call, uris[spec.name], replace, known)
         await spec.after_write(tx, uris[spec.name], existing, stored)
         await self._emit(tx, call, uris[spec.name], existing, stored)
         status = 201 if existing is None else 200
@@ -1028,10 +1052,9 @@ class Service:
             acl = await tx.permission.get_object_permissions(uri)
             found = exc.existing
             return Outcome(200, self._annotate(call, found, acl), found["last_modified"])
-        stored = await tx.storage.create(spec.name, parent_uri, new)
         uri = spec.object_uri(call.ids, object_id)
         replace = {p: perms.get(p) for p in spec.permissions} if perms is not None else None
-        acl = await self._write_permissions(tx, call, uri, replace)
+        stored, acl = await self._create(tx, call, parent_uri, new, uri, replace)
         await spec.after_write(tx, uri, None, stored)
         await self._emit(tx, call, uri, None, stored)
         return Outcome(201, self._annotate(call, stored, acl), stored["last_modified"])

@@ -67,26 +67,18 @@ class PostgreSQLPermissionTransaction:
     ) -> dict[str, set[str]]:
         """:class:`~nuages.permission.protocol.ACLWriter`, in one statement."""
         self._check_writable()
-        replacing = {
-            permission: set(principals) for permission, principals in (replace or {}).items()
-        }
-        added = list(add)
-        entries = _entries(uri, replacing, added)
+        change = ACLChange(uri, replace, add)
         # The statement reads the entries as they were before it (one snapshot): what it
         # deletes and inserts is applied here.
-        if replacing:
-            rows = await self._tx.fetch(_REPLACE_AND_READ, uri, sorted(replacing), *entries)
+        if change.replacing:
+            rows = await self._tx.fetch(_REPLACE_AND_READ, *change.args())
         else:
-            rows = await self._tx.fetch(_ADD_AND_READ, uri, *entries)
-        permissions: dict[str, set[str]] = defaultdict(set)
-        for permission, principal in rows:
-            if permission not in replacing:
-                permissions[permission].add(principal)
-        for permission, principals in replacing.items():
-            permissions[permission].update(principals)
-        for permission, principal in added:
-            permissions[permission].add(principal)
-        return {permission: found for permission, found in permissions.items() if found}
+            rows = await self._tx.fetch(_ADD_AND_READ, uri, *change.args()[2:])
+        return change.result(rows)
+
+    def shares(self, tx: PostgreSQLTransaction) -> bool:
+        """Whether this permission transaction writes in `tx` (the storage's, joined)."""
+        return self._tx is tx
 
     async def add_principal_to_ace(self, uri: str, permission: str, principal: str) -> None:
         self._check_writable()
@@ -179,6 +171,63 @@ class PostgreSQLPermissionTransaction:
             " WHERE left(principal, 200) = left($1, 200) AND principal = $1",
             principal,
         )
+
+
+class ACLChange:
+    """A write of one object's ACL (``write_object_permissions``), in a statement of its
+    own or within another (:meth:`sql`): the storage writes a new object and its ACL in
+    one statement (``PostgreSQLStorageTransaction.create_with_acl``)."""
+
+    def __init__(
+        self,
+        uri: str,
+        replace: Mapping[str, Iterable[str]] | None,
+        add: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        self.uri = uri
+        self.replacing = {
+            permission: set(principals) for permission, principals in (replace or {}).items()
+        }
+        self.added = list(add)
+
+    def args(self) -> list[Any]:
+        """The parameters of :meth:`sql`: the URI, the permissions replaced, the wanted
+        entries (keys, permissions, principals)."""
+        return [self.uri, sorted(self.replacing), *_entries(self.uri, self.replacing, self.added)]
+
+    @staticmethod
+    def sql(first: int, guard: str) -> tuple[str, str]:
+        """Common table expressions writing the ACL (named ``acl_removed``, ``acl_added``),
+        where :meth:`args` are bound from `first`, and the ``FROM`` source of the entries as
+        they were before the statement (a row per entry, or a single row of nulls):
+        both only where the SQL condition `guard` holds."""
+        uri, permissions, keys, names, principals = (f"${n}" for n in range(first, first + 5))
+        equals = _URI_EQUALS.format(p=f"{uri}::text")
+        ctes = (
+            f"acl_removed AS (DELETE FROM access_control_entries WHERE {equals}"
+            f" AND permission = ANY({permissions}::text[]) AND key <> ALL({keys}::bytea[])"
+            f" AND {guard}),"
+            " acl_added AS (INSERT INTO access_control_entries"
+            " (key, object_uri, permission, principal)"
+            f" SELECT n.key, {uri}::text, n.permission, n.principal FROM unnest({keys}::bytea[],"
+            f" {names}::text[], {principals}::text[]) AS n(key, permission, principal)"
+            f" WHERE {guard} ON CONFLICT DO NOTHING)"
+        )
+        before = f"(SELECT) AS acl_one LEFT JOIN access_control_entries AS acl ON {equals}"
+        return ctes, before
+
+    def result(self, rows: Iterable[tuple[str | None, str | None]]) -> dict[str, set[str]]:
+        """The ACL once written, from the entries as they were before (`rows`: permission
+        and principal, nulls ignored)."""
+        permissions: dict[str, set[str]] = defaultdict(set)
+        for permission, principal in rows:
+            if permission is not None and permission not in self.replacing:
+                permissions[permission].add(principal)  # type: ignore[arg-type]
+        for permission, principals in self.replacing.items():
+            permissions[permission].update(principals)
+        for permission, principal in self.added:
+            permissions[permission].add(principal)
+        return {permission: found for permission, found in permissions.items() if found}
 
 
 def _entries(

@@ -42,7 +42,7 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from re import _casefix  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any, Final
@@ -211,6 +211,49 @@ class PostgreSQLStorageTransaction:
         )
         await self._written(key, timestamp)
         return _decode(object_id, timestamp, stored.body)
+
+    async def create_with_acl(
+        self,
+        resource_name: str,
+        parent_id: str,
+        obj: Mapping[str, Any],
+        permission: object,
+        uri: str,
+        replace: Mapping[str, Iterable[str]] | None,
+        add: Iterable[tuple[str, str]],
+    ) -> tuple[JSONObject, dict[str, set[str]]] | None:
+        """:class:`~nuages.storage.protocol.CreatorWithACL`: :meth:`create`, then the
+        object's ACL written by `permission` (``write_object_permissions(uri, replace,
+        add)``), in the statement of the create when `permission` writes in this
+        transaction and the scope is locked (once it is, a create is one statement: its
+        ACL rides along). None, having done nothing, when it cannot."""
+        from nuages.permission.postgresql import ACLChange, PostgreSQLPermissionTransaction
+
+        if not (
+            isinstance(permission, PostgreSQLPermissionTransaction) and permission.shares(self._tx)
+        ):
+            return None
+        object_id = obj["id"]
+        key = object_key(parent_id, resource_name, object_id)
+        if self._tx.seen.get(key) is not None:
+            return None  # read as live: create() raises, or conflicts
+        stored = _encode(obj)
+        requested = requested_timestamp(obj.get("last_modified"))
+        self._check_writable()
+        previous = await _lock_scope(self._tx, parent_id, resource_name)
+        bump = next_timestamp(previous, requested)
+        args = _store_args(key, parent_id, resource_name, object_id, stored, bump)
+        change = ACLChange(uri, replace, add)
+        args += [bump.scope_timestamp, _live(stored), *change.args()]
+        rows = await self._tx.fetch(_create_with_acl_sql(), *args)
+        if rows[0][0]:  # a live object has the key: nothing was written
+            if key in self._tx.seen:  # absent when this transaction read it
+                raise self._tx.conflict()
+            raise UnicityError(resource_name, object_id)
+        self._tx.locked[args[1]] = bump.scope_timestamp
+        await self._written(key, bump.object_timestamp)
+        acl = change.result((row[1], row[2]) for row in rows)
+        return _decode(object_id, bump.object_timestamp, stored.body), acl
 
     async def update(
         self, resource_name: str, parent_id: str, object_id: str, obj: Mapping[str, Any]
@@ -494,6 +537,22 @@ _CREATE_UNLESS_LIVE: Final = (
     " WHERE NOT EXISTS (SELECT FROM live)" + _REPLACE + ")"
     " SELECT EXISTS (SELECT FROM live)"
 )
+
+
+@functools.cache
+def _create_with_acl_sql() -> str:
+    """_CREATE_UNLESS_LIVE, and the object's ACL written in the same statement unless a live
+    object has the key (:class:`~nuages.permission.postgresql.ACLChange` from $14). A row
+    per entry of the ACL before the statement (one of nulls when it had none), each with
+    whether a live object was there."""
+    from nuages.permission.postgresql import ACLChange
+
+    ctes, before = ACLChange.sql(14, "NOT EXISTS (SELECT FROM live)")
+    create = _CREATE_UNLESS_LIVE.rpartition(" SELECT EXISTS (SELECT FROM live)")[0]
+    return (
+        f"{create}, {ctes}"
+        f" SELECT EXISTS (SELECT FROM live), acl.permission, acl.principal FROM {before}"
+    )
 
 
 def _store_args(

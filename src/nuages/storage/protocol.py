@@ -15,7 +15,7 @@ subclasses: driver exceptions become :class:`BackendError` (``raise ... from``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, NamedTuple, Protocol
 
@@ -155,6 +155,30 @@ class ObjectView(NamedTuple):
     object: JSONObject | None  # the live object (never a tombstone)
     parent: JSONObject | None  # the live parent; None when absent or not asked
     permissions: dict[str, set[str]]  # ACL of `acl_uri` ({} when not asked)
+
+
+class CreatorWithACL(Protocol):
+    """Optional in a storage transaction: a backend pair keeping objects and permissions in
+    one database creates an object and writes its ACL at once (one statement on
+    PostgreSQL, where each statement of a write request is a round trip made while its
+    scope is locked)."""
+
+    async def create_with_acl(
+        self,
+        resource_name: str,
+        parent_id: str,
+        obj: Mapping[str, Any],
+        permission: object,
+        uri: str,
+        replace: Mapping[str, Iterable[str]] | None,
+        add: Iterable[tuple[str, str]],
+    ) -> tuple[JSONObject, dict[str, set[str]]] | None:
+        """``create(resource_name, parent_id, obj)``, then, if it succeeded,
+        ``permission.write_object_permissions(uri, replace, add)`` (``ACLWriter``) in the
+        same transaction: the object created and its ACL. None, having done nothing, when
+        `permission` is not a transaction this one can write for, or the create cannot
+        carry the ACL; the service then makes the two calls."""
+        ...
 
 
 class ObjectReader(Protocol):
