@@ -358,6 +358,64 @@ async def test_a_scope_lock_undone_by_a_savepoint_is_taken_again(
     await _assert_scope_exact(storages[0])
 
 
+async def test_the_scope_row_follows_the_writes_of_a_transaction_and_its_savepoints(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    """Reads of the transaction see the scope's timestamp and live count its writes left;
+    a savepoint's rollback takes back those made in it."""
+    storage = storages[0]
+    await _committed_create(storage, "old")
+    async with storage.transaction(write=True) as tx:
+        a = await _create(tx, "a")
+        await _create(tx, "b")
+        await _delete(tx, "old")
+        with pytest.raises(RuntimeError):
+            async with storage.transaction(write=True) as nested:
+                await _create(nested, "undone")
+                assert await nested.count(RECORD, PARENT, ListQuery()) == 3
+                raise RuntimeError()
+        b = await _update(tx, "b")
+        assert await tx.resource_timestamp(RECORD, PARENT) == b["last_modified"]
+        assert await tx.count(RECORD, PARENT, ListQuery()) == 2
+        assert b["last_modified"] > a["last_modified"]
+    timestamp, live, _, _ = await _scope_row(storage)
+    assert (live, timestamp) == (2, b["last_modified"])
+    await _assert_scope_exact(storage)
+
+
+async def test_a_failed_group_member_takes_back_its_moves_of_the_scope_row(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    """Group commit: the member after a careful one starts with a savepoint; rolled back
+    to it, the scope row is as it was before it, and moves on with the next member."""
+    storage = storages[0]
+    await _committed_create(storage, "old")
+    results: dict[str, Any] = {}
+
+    async def member(name: str) -> None:
+        attempt = Attempt(last=False, careful=name == "first", scope="/v1/scope")
+        token = CURRENT_ATTEMPT.set(attempt)
+        try:
+            async with storage.transaction(write=True) as tx:
+                results[name] = await _create(tx, name)
+                if name == "failing":
+                    await _delete(tx, "old")
+                    raise RuntimeError()
+                await asyncio.sleep(0.02)  # the others queue behind it
+        finally:
+            CURRENT_ATTEMPT.reset(token)
+
+    tasks = []
+    for name in ("first", "failing", "third"):
+        tasks.append(asyncio.create_task(member(name)))
+        await asyncio.sleep(0.005)
+    outcome = await asyncio.gather(*tasks, return_exceptions=True)
+    assert outcome[0] is None and isinstance(outcome[1], RuntimeError) and outcome[2] is None
+    timestamp, live, _, _ = await _scope_row(storage)
+    assert (live, timestamp) == (3, results["third"]["last_modified"])
+    await _assert_scope_exact(storage)
+
+
 async def test_a_scope_lock_undone_with_a_failed_group_member_is_taken_again(
     storages: list[PostgreSQLStorage],
 ) -> None:
@@ -405,8 +463,8 @@ async def test_writes_after_the_first_in_a_scope_skip_its_lock_statement(
     storages: list[PostgreSQLStorage],
 ) -> None:
     """Once its transaction holds the scope, a create is one statement (check and write),
-    an update or a delete two: the object's current state, then the scope row and the
-    object together."""
+    and so is an update or a delete of an object it read as live (written if unchanged
+    since), each moving the scope row."""
     storage = storages[0]
     statements: list[str] = []
 
@@ -424,7 +482,7 @@ async def test_writes_after_the_first_in_a_scope_skip_its_lock_statement(
         finally:
             conn.remove_query_logger(log)
         await asyncio.sleep(0)
-    assert len(statements) == 5, statements
+    assert len(statements) == 3, statements
     assert not any("FOR UPDATE" in s for s in statements)
     await _assert_scope_exact(storage)
 

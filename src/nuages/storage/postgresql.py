@@ -26,13 +26,16 @@ in the same statement: PostgreSQL's queue for a row lock is not first come, firs
 when the row keeps getting new versions (a waiter may be overtaken again and again; batch
 p99 was 4x its p50 under 16 concurrent batches), its queue for an advisory lock is. The
 transaction keeps the row's value while it holds the lock
-(``PostgreSQLTransaction.locked``), so each later update or delete in the scope is two
-statements (the object as committed now, then the scope row and the object together), and
-each create one once the scope is locked, the first included (the same, written only where
-no live object has the key). A write whose object changed since this transaction read it
-(the read happened before the lock, maybe before the request joined its group commit:
-``PostgreSQLTransaction.fetch_early``) raises :class:`TransactionConflict`: the request is
-rerun and its precondition (``If-Match``) is evaluated again on the current object.
+(``PostgreSQLTransaction.locked``), so once the scope is locked each write is one
+statement, the first included, that moves the scope's row with the object: a create is
+written only where no live object has the key (with its ACL: ``create_with_acl``), an
+update or a delete of an object the transaction read as live only where it is still as
+read (``_replace_seen``; else the object as committed now is read first, to tell a
+conflict from the transaction's own purge: two statements). A write whose object changed
+since this transaction read it (the read happened before the lock, maybe before the
+request joined its group commit: ``PostgreSQLTransaction.fetch_early``) raises
+:class:`TransactionConflict`: the request is rerun and its precondition (``If-Match``) is
+evaluated again on the current object.
 """
 
 from __future__ import annotations
@@ -176,6 +179,35 @@ class PostgreSQLStorageTransaction:
             raise self._tx.conflict()
         return key, existing, previous
 
+    async def _replace_seen(
+        self,
+        resource_name: str,
+        parent_id: str,
+        object_id: str,
+        stored: _Stored,
+        requested: int | None,
+    ) -> int | None:
+        """Write `stored` over an object this transaction read as live, in one statement
+        once the scope is locked: written (and the scope's row moved) only if the object is
+        still as read. Its new timestamp; None, having written nothing, when it was not
+        read as live or is not as read any more (:meth:`_lock` then tells a conflict from
+        this transaction's own purge)."""
+        key = object_key(parent_id, resource_name, object_id)
+        seen = self._tx.seen.get(key)
+        if seen is None:
+            return None
+        self._check_writable()
+        previous = await _lock_scope(self._tx, parent_id, resource_name)
+        ignored = requested is not None and requested <= seen
+        bump = next_timestamp(previous, None if ignored else requested)
+        args = _store_args(key, parent_id, resource_name, object_id, stored, bump)
+        delta = _live(stored) - 1
+        if not await self._tx.fetchval(_REPLACE_IF_LIVE, *args, bump.scope_timestamp, delta, seen):
+            return None
+        self._tx.locked[args[1]] = bump.scope_timestamp
+        await self._written(key, None if stored.deleted else bump.object_timestamp)
+        return bump.object_timestamp
+
     async def _written(self, key: bytes, timestamp: int | None) -> None:
         self._tx.seen[key] = timestamp
 
@@ -260,6 +292,9 @@ class PostgreSQLStorageTransaction:
     ) -> JSONObject:
         stored = _encode(obj)
         requested = requested_timestamp(obj.get("last_modified"))
+        written = await self._replace_seen(resource_name, parent_id, object_id, stored, requested)
+        if written is not None:
+            return _decode(object_id, written, stored.body)
         key, existing, previous = await self._lock(resource_name, parent_id, object_id)
         ignored = existing is not None and requested is not None and requested <= existing[0]
         delta = _live(stored) - (existing is not None and not existing[1])
@@ -279,6 +314,11 @@ class PostgreSQLStorageTransaction:
         last_modified: int | None = None,
     ) -> JSONObject:
         requested = requested_timestamp(last_modified)
+        written = await self._replace_seen(
+            resource_name, parent_id, object_id, _TOMBSTONE, requested
+        )
+        if written is not None:
+            return {"id": object_id, "last_modified": written, "deleted": True}
         key, existing, previous = await self._lock(resource_name, parent_id, object_id)
         if existing is None or existing[1]:
             raise ObjectNotFound(resource_name, object_id)
@@ -525,6 +565,11 @@ _BUMP_AND_STORE: Final = (
     "WITH bump AS (UPDATE timestamps SET last_modified = $12, live_count = live_count + $13"
     " WHERE scope = $2) " + _STORE
 )
+# The values of _STORE ($1 to $11) as a SELECT, to write them only where a condition holds.
+_SELECT_VALUES: Final = (
+    " SELECT $1::bytea, $2::bytea, $3::text, $4::text, $5::text, $11::text, $6::bigint,"
+    " $7::boolean, $8::boolean, $9::text, $10::jsonb"
+)
 # A create in a scope this transaction has locked already: unless a live object has the
 # key, store it and move the scope's row, as _BUMP_AND_STORE. Answers whether a live
 # object was there (then nothing was written).
@@ -532,10 +577,12 @@ _CREATE_UNLESS_LIVE: Final = (
     "WITH live AS (SELECT FROM objects WHERE key = $1 AND NOT deleted),"
     " bump AS (UPDATE timestamps SET last_modified = $12, live_count = live_count + $13"
     " WHERE scope = $2 AND NOT EXISTS (SELECT FROM live)),"
-    " created AS (" + _INSERT + " SELECT $1::bytea, $2::bytea, $3::text, $4::text, $5::text,"
-    " $11::text, $6::bigint, $7::boolean, $8::boolean, $9::text, $10::jsonb"
-    " WHERE NOT EXISTS (SELECT FROM live)" + _REPLACE + ")"
-    " SELECT EXISTS (SELECT FROM live)"
+    " created AS ("
+    + _INSERT
+    + _SELECT_VALUES
+    + " WHERE NOT EXISTS (SELECT FROM live)"
+    + _REPLACE
+    + ") SELECT EXISTS (SELECT FROM live)"
 )
 
 
@@ -553,6 +600,22 @@ def _create_with_acl_sql() -> str:
         f"{create}, {ctes}"
         f" SELECT EXISTS (SELECT FROM live), acl.permission, acl.principal FROM {before}"
     )
+
+
+# An update or a delete of an object this transaction read as live with timestamp $14, in
+# a scope it has locked: unless the object changed since, store it and move the scope's
+# row. Answers whether it was unchanged (else nothing was written).
+_REPLACE_IF_LIVE: Final = (
+    "WITH live AS (SELECT FROM objects WHERE key = $1 AND last_modified = $14 AND NOT deleted),"
+    " bump AS (UPDATE timestamps SET last_modified = $12, live_count = live_count + $13"
+    " WHERE scope = $2 AND EXISTS (SELECT FROM live)),"
+    " replaced AS ("
+    + _INSERT
+    + _SELECT_VALUES
+    + " WHERE EXISTS (SELECT FROM live)"
+    + _REPLACE
+    + ") SELECT EXISTS (SELECT FROM live)"
+)
 
 
 def _store_args(
