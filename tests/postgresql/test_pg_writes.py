@@ -306,7 +306,51 @@ async def test_create_with_acl_is_create_and_write_object_permissions_in_one_sta
     await _assert_scope_exact(storage)
 
 
-async def test_create_with_acl_declines_a_permission_transaction_of_its_own(
+async def test_delete_with_acl_deletes_an_unchanged_object_and_its_acl_in_one_statement(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    storage = storages[0]
+    permission = PostgreSQLPermission(storage.db)
+    for object_id in ("a", "b", "c"):
+        await _committed_create(storage, object_id)
+    uri = f"{PARENT}/records/" + "{}"
+    statements: list[str] = []
+
+    def log(record: Any) -> None:
+        statements.append(record.query)
+
+    async with storage.transaction(write=True) as tx, permission.transaction(write=True) as ptx:
+        for object_id in ("a", "b", "c"):
+            await ptx.replace_object_permissions(uri.format(object_id), {"write": ["alice"]})
+            assert await tx.get(RECORD, PARENT, object_id) is not None  # read as live
+        await _update(tx, "c")  # the scope is now held
+        conn = tx._tx.conn
+        conn.add_query_logger(log)
+        try:
+            tombstone = await tx.delete_with_acl(RECORD, PARENT, "a", ptx, uri.format("a"))
+        finally:
+            conn.remove_query_logger(log)
+        await asyncio.sleep(0)
+        assert len(statements) == 1, statements
+        assert tombstone is not None and tombstone["deleted"] is True
+        assert await tx.get(RECORD, PARENT, "a") is None
+        assert await ptx.get_object_permissions(uri.format("a")) == {}
+        # Not read in this transaction: not done here (the service deletes in two calls).
+        assert await tx.delete_with_acl(RECORD, PARENT, "x", ptx, uri.format("x")) is None
+    # Changed by another transaction since it was read: nothing done, ACL kept; the delete
+    # then conflicts.
+    async with storage.transaction(write=True) as tx, permission.transaction(write=True) as ptx:
+        assert await tx.get(RECORD, PARENT, "b") is not None
+        async with storages[1].transaction(write=True) as other:
+            await _update(other, "b")
+        assert await tx.delete_with_acl(RECORD, PARENT, "b", ptx, uri.format("b")) is None
+        assert await ptx.get_object_permissions(uri.format("b")) == {"write": {"alice"}}
+        with pytest.raises(TransactionConflict):
+            await _delete(tx, "b")
+    await _assert_scope_exact(storage)
+
+
+async def test_create_and_delete_with_acl_decline_a_permission_transaction_of_its_own(
     storages: list[PostgreSQLStorage],
 ) -> None:
     other = PostgreSQLPermission(storages[1].db)  # another pool: another transaction
@@ -314,6 +358,9 @@ async def test_create_with_acl_declines_a_permission_transaction_of_its_own(
         assert await tx.create_with_acl(RECORD, PARENT, {"id": "a"}, ptx, "/a", None, []) is None
         assert await tx.create_with_acl(RECORD, PARENT, {"id": "a"}, None, "/a", None, []) is None
         assert await tx.get(RECORD, PARENT, "a") is None  # nothing was done
+        await _create(tx, "b")
+        assert await tx.delete_with_acl(RECORD, PARENT, "b", ptx, "/b") is None
+        assert await tx.get(RECORD, PARENT, "b") is not None
 
 
 async def _committed_create(storage: PostgreSQLStorage, object_id: str) -> int:

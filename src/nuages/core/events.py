@@ -12,7 +12,8 @@ transaction (so a batch's sub-requests share it):
     sub-response does not roll the batch back.
 
 ``changed``
-    after the object (and its ACL) was written, before the cascade of a deletion. The
+    after the object (and its ACL) was written; for a deletion, after the tombstone was
+    written and the object's ACL deleted, before its children go (the cascade). The
     listener may write in the same transaction (a history entry, usage counters). Raising
     fails the request; its transaction is rolled back — but in a batch only a 5xx rolls the
     whole batch back (protocol/07), so a ``changed`` listener that rejects must raise an

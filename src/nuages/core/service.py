@@ -463,9 +463,37 @@ class Service:
         change = self._change(call, action, uri, old, new, new["last_modified"])
         await self.events.changed(tx, change)
 
-    async def _cascade_delete(self, tx: Tx, call: Call, uri: str, obj: JSONObject) -> None:
-        await call.spec.before_delete(tx, uri, obj, None)
+    async def _delete(
+        self,
+        tx: Tx,
+        call: Call,
+        parent_uri: str,
+        object_id: str,
+        uri: str,
+        *,
+        last_modified: int | None = None,
+    ) -> JSONObject:
+        """Store the object's tombstone and delete its ACL (its children go after the
+        change listeners, :meth:`_cascade_delete`); in one statement when the storage can
+        (``DeleterWithACL``)."""
+        name = call.spec.name
+        delete_with_acl = getattr(tx.storage, "delete_with_acl", None)
+        if delete_with_acl is not None:
+            done: JSONObject | None = await delete_with_acl(
+                name, parent_uri, object_id, tx.permission, uri, last_modified=last_modified
+            )
+            if done is not None:
+                return done
+        tombstone = await tx.storage.delete(
+            name, parent_uri, object_id, last_modified=last_modified
+        )
         await tx.permission.delete_object_permissions(uri)
+        return tombstone
+
+    async def _cascade_delete(self, tx: Tx, call: Call, uri: str, obj: JSONObject) -> None:
+        """What goes with a deleted object (:meth:`_delete`), after its change listeners:
+        the spec's hook, then its children and their ACLs."""
+        await call.spec.before_delete(tx, uri, obj, None)
         if call.spec.children:
             await tx.storage.purge(uri)
             await tx.permission.delete_object_permissions(uri + "/*")
@@ -824,8 +852,9 @@ class Service:
         uris = spec.level_uris(call.ids, object_id)
         existing, _ = await self._existing_or_404(tx, call, object_id, uris)
         await self._check_preconditions(tx, call, existing, uris)
-        tombstone = await tx.storage.delete(
-            spec.name, spec.parent_uri(call.ids), object_id, last_modified=last_modified
+        parent_uri = spec.parent_uri(call.ids)
+        tombstone = await self._delete(
+            tx, call, parent_uri, object_id, uris[spec.name], last_modified=last_modified
         )
         await self._emit(tx, call, uris[spec.name], existing, tombstone)
         await self._cascade_delete(tx, call, uris[spec.name], existing)
@@ -1082,8 +1111,8 @@ class Service:
         found, next_token = await self._page(tx, call, live, visible)
         tombstones = []
         for obj in found:
-            tombstone = await tx.storage.delete(spec.name, parent_uri, obj["id"])
             uri = spec.object_uri(call.ids, obj["id"])
+            tombstone = await self._delete(tx, call, parent_uri, obj["id"], uri)
             await self._emit(tx, call, uri, obj, tombstone)
             await self._cascade_delete(tx, call, uri, obj)
             tombstones.append(tombstone)

@@ -230,6 +230,14 @@ class ACLChange:
         return {permission: found for permission, found in permissions.items() if found}
 
 
+def delete_acl_sql(uri: str, guard: str) -> str:
+    """A common table expression, ``acl_deleted``, deleting the ACL of the object whose URI
+    is the SQL `uri` (a parameter) where the SQL condition `guard` holds: the storage
+    deletes an object and its ACL in one statement (``delete_with_acl``)."""
+    equals = _URI_EQUALS.format(p=f"{uri}::text")
+    return f"acl_deleted AS (DELETE FROM access_control_entries WHERE {equals} AND {guard})"
+
+
 def _entries(
     uri: str, replace: Mapping[str, Iterable[str]], add: Iterable[tuple[str, str]]
 ) -> list[Any]:

@@ -186,12 +186,14 @@ class PostgreSQLStorageTransaction:
         object_id: str,
         stored: _Stored,
         requested: int | None,
+        *,
+        acl_uri: str | None = None,
     ) -> int | None:
         """Write `stored` over an object this transaction read as live, in one statement
-        once the scope is locked: written (and the scope's row moved) only if the object is
-        still as read. Its new timestamp; None, having written nothing, when it was not
-        read as live or is not as read any more (:meth:`_lock` then tells a conflict from
-        this transaction's own purge)."""
+        once the scope is locked: written (and the scope's row moved, and the ACL of
+        `acl_uri` deleted if given) only if the object is still as read. Its new timestamp;
+        None, having written nothing, when it was not read as live or is not as read any
+        more (:meth:`_lock` then tells a conflict from this transaction's own purge)."""
         key = object_key(parent_id, resource_name, object_id)
         seen = self._tx.seen.get(key)
         if seen is None:
@@ -201,8 +203,12 @@ class PostgreSQLStorageTransaction:
         ignored = requested is not None and requested <= seen
         bump = next_timestamp(previous, None if ignored else requested)
         args = _store_args(key, parent_id, resource_name, object_id, stored, bump)
-        delta = _live(stored) - 1
-        if not await self._tx.fetchval(_REPLACE_IF_LIVE, *args, bump.scope_timestamp, delta, seen):
+        args += [bump.scope_timestamp, _live(stored) - 1, seen]
+        if acl_uri is None:
+            replaced = await self._tx.fetchval(_REPLACE_IF_LIVE, *args)
+        else:
+            replaced = await self._tx.fetchval(_replace_if_live_deleting_acl_sql(), *args, acl_uri)
+        if not replaced:
             return None
         self._tx.locked[args[1]] = bump.scope_timestamp
         await self._written(key, None if stored.deleted else bump.object_timestamp)
@@ -329,6 +335,34 @@ class PostgreSQLStorageTransaction:
         )
         await self._written(key, None)
         return {"id": object_id, "last_modified": timestamp, "deleted": True}
+
+    async def delete_with_acl(
+        self,
+        resource_name: str,
+        parent_id: str,
+        object_id: str,
+        permission: object,
+        uri: str,
+        *,
+        last_modified: int | None = None,
+    ) -> JSONObject | None:
+        """:class:`~nuages.storage.protocol.DeleterWithACL`: :meth:`delete`, and the ACL of
+        `uri` deleted by `permission` (``delete_object_permissions(uri)``), in the statement
+        of the delete when `permission` writes in this transaction and the object was read
+        as live and is unchanged since. None, having done nothing, when it cannot."""
+        from nuages.permission.postgresql import PostgreSQLPermissionTransaction
+
+        if not (
+            isinstance(permission, PostgreSQLPermissionTransaction) and permission.shares(self._tx)
+        ):
+            return None
+        requested = requested_timestamp(last_modified)
+        written = await self._replace_seen(
+            resource_name, parent_id, object_id, _TOMBSTONE, requested, acl_uri=uri
+        )
+        if written is None:
+            return None
+        return {"id": object_id, "last_modified": written, "deleted": True}
 
     async def list(self, resource_name: str, parent_id: str, query: ListQuery) -> list[JSONObject]:
         return [_decode(*row) for row in await self.list_stored(resource_name, parent_id, query)]
@@ -584,6 +618,17 @@ _CREATE_UNLESS_LIVE: Final = (
     + _REPLACE
     + ") SELECT EXISTS (SELECT FROM live)"
 )
+
+
+@functools.cache
+def _replace_if_live_deleting_acl_sql() -> str:
+    """_REPLACE_IF_LIVE, and the ACL of the URI $15 deleted in the same statement if the
+    object is written (:func:`~nuages.permission.postgresql.delete_acl_sql`)."""
+    from nuages.permission.postgresql import delete_acl_sql
+
+    cte = delete_acl_sql("$15", "EXISTS (SELECT FROM live)")
+    replace, answer, _ = _REPLACE_IF_LIVE.rpartition(" SELECT EXISTS (SELECT FROM live)")
+    return f"{replace}, {cte}{answer}"
 
 
 @functools.cache

@@ -181,6 +181,27 @@ class CreatorWithACL(Protocol):
         ...
 
 
+class DeleterWithACL(Protocol):
+    """Optional in a storage transaction, as :class:`CreatorWithACL`: deletes an object and
+    its ACL at once."""
+
+    async def delete_with_acl(
+        self,
+        resource_name: str,
+        parent_id: str,
+        object_id: str,
+        permission: object,
+        uri: str,
+        *,
+        last_modified: int | None = None,
+    ) -> JSONObject | None:
+        """``delete(resource_name, parent_id, object_id, last_modified=...)``, then, if it
+        succeeded, ``permission.delete_object_permissions(uri)`` in the same transaction:
+        the tombstone. None, having done nothing, when it cannot; the service then makes
+        the two calls."""
+        ...
+
+
 class ObjectReader(Protocol):
     """Optional: a backend pair keeping objects and permissions in one database answers a
     whole :class:`ObjectRead` in one statement, outside any transaction (its own snapshot).
