@@ -405,6 +405,30 @@ async def test_a_scope_lock_undone_by_a_savepoint_is_taken_again(
     await _assert_scope_exact(storages[0])
 
 
+async def _three_members(
+    storage: PostgreSQLStorage,
+    work: Callable[[str, PostgreSQLStorageTransaction], Awaitable[None]],
+) -> list[Any]:
+    """Group commit: requests "first" (a careful attempt: the member after it starts with
+    a savepoint), "failing" and "third" join one group in that order and run `work`; their
+    outcomes."""
+
+    async def member(name: str) -> None:
+        attempt = Attempt(last=False, careful=name == "first", scope="/v1/scope")
+        token = CURRENT_ATTEMPT.set(attempt)
+        try:
+            async with storage.transaction(write=True) as tx:
+                await work(name, tx)
+        finally:
+            CURRENT_ATTEMPT.reset(token)
+
+    tasks = []
+    for name in ("first", "failing", "third"):
+        tasks.append(asyncio.create_task(member(name)))
+        await asyncio.sleep(0.005)
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def test_the_scope_row_follows_the_writes_of_a_transaction_and_its_savepoints(
     storages: list[PostgreSQLStorage],
 ) -> None:
@@ -439,24 +463,14 @@ async def test_a_failed_group_member_takes_back_its_moves_of_the_scope_row(
     await _committed_create(storage, "old")
     results: dict[str, Any] = {}
 
-    async def member(name: str) -> None:
-        attempt = Attempt(last=False, careful=name == "first", scope="/v1/scope")
-        token = CURRENT_ATTEMPT.set(attempt)
-        try:
-            async with storage.transaction(write=True) as tx:
-                results[name] = await _create(tx, name)
-                if name == "failing":
-                    await _delete(tx, "old")
-                    raise RuntimeError()
-                await asyncio.sleep(0.02)  # the others queue behind it
-        finally:
-            CURRENT_ATTEMPT.reset(token)
+    async def member(name: str, tx: PostgreSQLStorageTransaction) -> None:
+        results[name] = await _create(tx, name)
+        if name == "failing":
+            await _delete(tx, "old")
+            raise RuntimeError()
+        await asyncio.sleep(0.02)  # the others queue behind it
 
-    tasks = []
-    for name in ("first", "failing", "third"):
-        tasks.append(asyncio.create_task(member(name)))
-        await asyncio.sleep(0.005)
-    outcome = await asyncio.gather(*tasks, return_exceptions=True)
+    outcome = await _three_members(storage, member)
     assert outcome[0] is None and isinstance(outcome[1], RuntimeError) and outcome[2] is None
     timestamp, live, _, _ = await _scope_row(storage)
     assert (live, timestamp) == (3, results["third"]["last_modified"])
@@ -473,30 +487,20 @@ async def test_a_scope_lock_undone_with_a_failed_group_member_is_taken_again(
     storage = storages[0]
     ran: list[str] = []
 
-    async def member(name: str) -> None:
-        attempt = Attempt(last=False, careful=name == "first", scope="/v1/scope")
-        token = CURRENT_ATTEMPT.set(attempt)
-        try:
-            async with storage.transaction(write=True) as tx:
-                ran.append(name)
-                if name == "first":  # reads only: no lock; the others queue meanwhile
-                    await tx.get(RECORD, PARENT, "seed")
-                    await asyncio.sleep(0.05)
-                elif name == "failing":
-                    await _create(tx, "undone")
-                    raise RuntimeError()
-                else:
-                    others = [await _committed_create(storages[1], f"o{i}") for i in range(2)]
-                    assert others == [future + 1, future + 2]
-                    await _create(tx, "third")
-        finally:
-            CURRENT_ATTEMPT.reset(token)
+    async def member(name: str, tx: PostgreSQLStorageTransaction) -> None:
+        ran.append(name)
+        if name == "first":  # reads only: no lock; the others queue meanwhile
+            await tx.get(RECORD, PARENT, "seed")
+            await asyncio.sleep(0.05)
+        elif name == "failing":
+            await _create(tx, "undone")
+            raise RuntimeError()
+        else:
+            others = [await _committed_create(storages[1], f"o{i}") for i in range(2)]
+            assert others == [future + 1, future + 2]
+            await _create(tx, "third")
 
-    tasks = []
-    for name in ("first", "failing", "third"):
-        tasks.append(asyncio.create_task(member(name)))
-        await asyncio.sleep(0.005)
-    results = await asyncio.gather(*tasks, return_exceptions=True)
+    results = await _three_members(storage, member)
     assert ran == ["first", "failing", "third"]
     assert results[0] is None and isinstance(results[1], RuntimeError) and results[2] is None
     async with storage.transaction(write=False) as tx:
