@@ -206,6 +206,16 @@ async def test_concurrent_writers_keep_timestamps_ordered_and_counts_exact(
         assert await tx.count(RECORD, PARENT, ListQuery()) == counted
 
 
+def _random_acls(
+    rng: random.Random, principals: list[str], perms: list[str], initial: int
+) -> tuple[dict[str, list[str]], dict[str, list[str]] | None]:
+    """An ACL with `initial` permissions, and one to replace it with (None: none)."""
+    first = {p: rng.sample(principals, rng.randrange(3)) for p in rng.sample(perms, initial)}
+    if rng.random() < 0.3:
+        return first, None
+    return first, {p: rng.sample(principals, rng.randrange(3)) for p in rng.sample(perms, 2)}
+
+
 async def test_write_object_permissions_is_replace_add_and_get_in_one_statement(
     storages: list[PostgreSQLStorage],
 ) -> None:
@@ -220,12 +230,7 @@ async def test_write_object_permissions_is_replace_add_and_get_in_one_statement(
 
     for case in range(40):
         fast, slow = f"/fast/{case}", f"/slow/{case}"
-        initial = {p: rng.sample(principals, rng.randrange(3)) for p in rng.sample(perms, 2)}
-        replace = (
-            None
-            if rng.random() < 0.3
-            else {p: rng.sample(principals, rng.randrange(3)) for p in rng.sample(perms, 2)}
-        )
+        initial, replace = _random_acls(rng, principals, perms, 2)
         add = [(rng.choice(perms), rng.choice(principals)) for _ in range(rng.randrange(3))]
         async with permission.transaction(write=True) as tx:
             for uri in (fast, slow):
@@ -269,12 +274,7 @@ async def test_create_with_acl_is_create_and_write_object_permissions_in_one_sta
         await _create(tx, "held")
         for case in range(30):
             fast, slow = f"{PARENT}/records/f{case}", f"{PARENT}/records/s{case}"
-            initial = {p: rng.sample(principals, rng.randrange(3)) for p in rng.sample(perms, 1)}
-            replace = (
-                None
-                if rng.random() < 0.3
-                else {p: rng.sample(principals, rng.randrange(3)) for p in rng.sample(perms, 2)}
-            )
+            initial, replace = _random_acls(rng, principals, perms, 1)
             add = [("write", rng.choice(principals))]
             for uri in (fast, slow):  # left by an object deleted long ago, say
                 await ptx.replace_object_permissions(uri, initial)
