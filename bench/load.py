@@ -1055,15 +1055,16 @@ async def work_patch(
 
 
 async def prep_delete(target: Target, args: argparse.Namespace) -> Any:
-    """Records to delete, as many as this server can plausibly delete in the run."""
+    """Records to delete, as many as this server can plausibly delete in the run: deletes
+    may run several times faster than creates (one statement each, on PostgreSQL)."""
     await reset_collection(target, SCRATCH)
     rate = target.rates.get("create")
     if args.delete_pool:
         pool = args.delete_pool
     elif rate:
-        pool = int(rate * (args.warmup + args.duration) * 1.5)
+        pool = int(rate * (args.warmup + args.duration) * 3)
     else:
-        pool = 5000
+        pool = 20_000
     pool = max(pool, 50 * args.concurrency)
     items = [(f"d{k:07d}", record_body(k)) for k in range(pool)]
     t0 = perf_counter()
@@ -1804,7 +1805,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--delete-pool",
         type=int,
         default=0,
-        help="records prepared for delete; 0: from the create rate of the run",
+        help="records prepared for delete; 0: 3x the create rate of the run over the"
+        " scenario (20,000 without one)",
     )
     p.add_argument("--seed-concurrency", type=int, default=4, help="parallel /batch when seeding")
     p.add_argument(
