@@ -55,9 +55,7 @@ class PostgreSQLPermissionTransaction:
     ) -> None:
         self._check_writable()
         if permissions:
-            await self._tx.execute(
-                _REPLACE, uri, sorted(permissions), *_entries(uri, permissions, ())
-            )
+            await self._tx.execute(_WRITE, *ACLChange(uri, permissions).args())
 
     async def write_object_permissions(
         self,
@@ -68,13 +66,7 @@ class PostgreSQLPermissionTransaction:
         """:class:`~nuages.permission.protocol.ACLWriter`, in one statement."""
         self._check_writable()
         change = ACLChange(uri, replace, add)
-        # The statement reads the entries as they were before it (one snapshot): what it
-        # deletes and inserts is applied here.
-        if change.replacing:
-            rows = await self._tx.fetch(_REPLACE_AND_READ, *change.args())
-        else:
-            rows = await self._tx.fetch(_ADD_AND_READ, uri, *change.args()[2:])
-        return change.result(rows)
+        return change.result(await self._tx.fetch(_WRITE_AND_READ, *change.args()))
 
     def shares(self, tx: PostgreSQLTransaction) -> bool:
         """Whether this permission transaction writes in `tx` (the storage's, joined)."""
@@ -197,10 +189,10 @@ class ACLChange:
 
     @staticmethod
     def sql(first: int, guard: str) -> tuple[str, str]:
-        """Common table expressions writing the ACL (named ``acl_removed``, ``acl_added``),
-        where :meth:`args` are bound from `first`, and the ``FROM`` source of the entries as
-        they were before the statement (a row per entry, or a single row of nulls):
-        both only where the SQL condition `guard` holds."""
+        """Common table expressions writing the ACL (named ``acl_removed``, ``acl_added``)
+        where the SQL condition `guard` holds, with :meth:`args` bound from `first`; and
+        the ``FROM`` source of the entries as they were before the statement (a row per
+        entry, or a single row of nulls)."""
         uri, permissions, keys, names, principals = (f"${n}" for n in range(first, first + 5))
         equals = _URI_EQUALS.format(p=f"{uri}::text")
         ctes = (
@@ -242,7 +234,7 @@ def _entries(
     uri: str, replace: Mapping[str, Iterable[str]], add: Iterable[tuple[str, str]]
 ) -> list[Any]:
     """The wanted entries of `uri` (the new principals of `replace`, and `add`), as the
-    parameters of :func:`_insert`: keys, permissions, principals."""
+    parameters of :meth:`ACLChange.sql`: keys, permissions, principals."""
     ordered = sorted({(p, q) for p, principals in replace.items() for q in principals} | set(add))
     return [
         [digest(uri, p, q) for p, q in ordered],
@@ -251,35 +243,14 @@ def _entries(
     ]
 
 
-def _insert(first: int) -> str:
-    """Insert the wanted entries (parameters `first`..`first` + 2, :func:`_entries`) of
-    the URI $1, unless present."""
-    k, p, q = (f"${n}" for n in range(first, first + 3))
-    return (
-        "INSERT INTO access_control_entries (key, object_uri, permission, principal)"
-        " SELECT n.key, $1::text, n.permission, n.principal"
-        f" FROM unnest({k}::bytea[], {p}::text[], {q}::text[]) AS n(key, permission, principal)"
-        " ON CONFLICT DO NOTHING"
-    )
-
-
-# Statements of replace_object_permissions and write_object_permissions: $1 the URI, $2
-# the permissions replaced, $3..$5 the wanted entries. The entries of the replaced
-# permissions that are not wanted are deleted, the wanted ones inserted unless present:
-# the two touch different rows, so their order in the statement does not matter.
-_REMOVE: Final = (
-    "WITH removed AS (DELETE FROM access_control_entries WHERE "
-    + _URI_EQUALS.format(p="$1::text")
-    + " AND permission = ANY($2::text[]) AND key <> ALL($3::bytea[]))"
-)
-_READ: Final = (
-    " SELECT permission, principal FROM access_control_entries WHERE "
-    + _URI_EQUALS.format(p="$1::text")
-)
-_REPLACE: Final = _REMOVE + " " + _insert(3)
-# The main SELECT reads the entries as they were before the statement (its snapshot).
-_REPLACE_AND_READ: Final = _REMOVE + ", added AS (" + _insert(3) + ")" + _READ
-_ADD_AND_READ: Final = "WITH added AS (" + _insert(2) + ")" + _READ
+# Statements of replace_object_permissions and write_object_permissions (ACLChange.sql
+# from $1). The entries of the replaced permissions that are not wanted are deleted, the
+# wanted ones inserted unless present: the two touch different rows, so their order in the
+# statement does not matter. The main SELECT reads the entries as they were before the
+# statement (its snapshot): ACLChange.result applies the change to them.
+_CTES, _BEFORE = ACLChange.sql(1, "TRUE")
+_WRITE: Final = f"WITH {_CTES} SELECT"
+_WRITE_AND_READ: Final = f"WITH {_CTES} SELECT acl.permission, acl.principal FROM {_BEFORE}"
 
 
 class PostgreSQLPermission:
