@@ -337,16 +337,25 @@ async def test_delete_with_acl_deletes_an_unchanged_object_and_its_acl_in_one_st
         assert await ptx.get_object_permissions(uri.format("a")) == {}
         # Not read in this transaction: not done here (the service deletes in two calls).
         assert await tx.delete_with_acl(RECORD, PARENT, "x", ptx, uri.format("x")) is None
-    # Changed by another transaction since it was read: nothing done, ACL kept; the delete
-    # then conflicts.
+    # Changed by another transaction since it was read: the statement writes nothing, the
+    # object as committed now is read (once: the statement is not tried again) and the
+    # delete conflicts; the ACL is kept.
     async with storage.transaction(write=True) as tx, permission.transaction(write=True) as ptx:
         assert await tx.get(RECORD, PARENT, "b") is not None
         async with storages[1].transaction(write=True) as other:
             await _update(other, "b")
-        assert await tx.delete_with_acl(RECORD, PARENT, "b", ptx, uri.format("b")) is None
+        await _update(tx, "c")  # the scope is held
+        conn = tx._tx.conn
+        statements.clear()
+        conn.add_query_logger(log)
+        try:
+            with pytest.raises(TransactionConflict):
+                await tx.delete_with_acl(RECORD, PARENT, "b", ptx, uri.format("b"))
+        finally:
+            conn.remove_query_logger(log)
+        await asyncio.sleep(0)
+        assert len(statements) == 2, statements
         assert await ptx.get_object_permissions(uri.format("b")) == {"write": {"alice"}}
-        with pytest.raises(TransactionConflict):
-            await _delete(tx, "b")
     await _assert_scope_exact(storage)
 
 

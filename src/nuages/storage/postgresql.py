@@ -48,7 +48,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from re import _casefix  # type: ignore[attr-defined]
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeGuard
 
 import asyncpg  # type: ignore[import-untyped]
 import orjson
@@ -65,6 +65,7 @@ from nuages.storage.protocol import ObjectRead, ObjectView, StoredObject, Stored
 from nuages.storage.reads import decode as _decode
 
 if TYPE_CHECKING:
+    from nuages.permission.postgresql import ACLChange, PostgreSQLPermissionTransaction
     from nuages.postgresql.reads import PostgreSQLObjectReader
 
 JSONObject = dict[str, Any]
@@ -225,21 +226,10 @@ class PostgreSQLStorageTransaction:
         requested = requested_timestamp(obj.get("last_modified"))
         key = object_key(parent_id, resource_name, object_id)
         if self._tx.seen.get(key) is None:  # not read, or read as absent
-            # Once the scope is locked (by this transaction or its group, before or now), no
-            # other writer can change its objects: the check and the write are one
-            # statement, which writes only if the check passes.
-            self._check_writable()
-            previous = await _lock_scope(self._tx, parent_id, resource_name)
-            bump = next_timestamp(previous, requested)
-            args = _store_args(key, parent_id, resource_name, object_id, stored, bump)
-            live = _live(stored)
-            if await self._tx.fetchval(_CREATE_UNLESS_LIVE, *args, bump.scope_timestamp, live):
-                if key in self._tx.seen:  # absent when this transaction read it
-                    raise self._tx.conflict()
-                raise UnicityError(resource_name, object_id)
-            self._tx.locked[args[1]] = bump.scope_timestamp
-            await self._written(key, bump.object_timestamp)
-            return _decode(object_id, bump.object_timestamp, stored.body)
+            timestamp, _ = await self._create_unless_live(
+                resource_name, parent_id, object_id, stored, requested
+            )
+            return _decode(object_id, timestamp, stored.body)
         key, existing, previous = await self._lock(resource_name, parent_id, object_id)
         if existing is not None and not existing[1]:
             raise UnicityError(resource_name, object_id)
@@ -265,33 +255,62 @@ class PostgreSQLStorageTransaction:
         add)``), in the statement of the create when `permission` writes in this
         transaction and the scope is locked (once it is, a create is one statement: its
         ACL rides along). None, having done nothing, when it cannot."""
-        from nuages.permission.postgresql import ACLChange, PostgreSQLPermissionTransaction
+        from nuages.permission.postgresql import ACLChange
 
-        if not (
-            isinstance(permission, PostgreSQLPermissionTransaction) and permission.shares(self._tx)
-        ):
-            return None
         object_id = obj["id"]
-        key = object_key(parent_id, resource_name, object_id)
-        if self._tx.seen.get(key) is not None:
+        if not self._writes_for(permission):
+            return None
+        if self._tx.seen.get(object_key(parent_id, resource_name, object_id)) is not None:
             return None  # read as live: create() raises, or conflicts
         stored = _encode(obj)
+        change = ACLChange(uri, replace, add)
         requested = requested_timestamp(obj.get("last_modified"))
+        timestamp, rows = await self._create_unless_live(
+            resource_name, parent_id, object_id, stored, requested, change
+        )
+        acl = change.result((row[1], row[2]) for row in rows)
+        return _decode(object_id, timestamp, stored.body), acl
+
+    async def _create_unless_live(
+        self,
+        resource_name: str,
+        parent_id: str,
+        object_id: str,
+        stored: _Stored,
+        requested: int | None,
+        change: ACLChange | None = None,
+    ) -> tuple[int, list[Any]]:
+        """Create an object this transaction has not read as live. Once the scope is locked
+        (by this transaction or its group, before or now), no other writer can change its
+        objects: the check and the write are one statement, which writes (with the ACL of
+        `change`, if given) only if no live object has the key. The object's timestamp, and
+        the statement's rows."""
+        key = object_key(parent_id, resource_name, object_id)
         self._check_writable()
         previous = await _lock_scope(self._tx, parent_id, resource_name)
         bump = next_timestamp(previous, requested)
         args = _store_args(key, parent_id, resource_name, object_id, stored, bump)
-        change = ACLChange(uri, replace, add)
-        args += [bump.scope_timestamp, _live(stored), *change.args()]
-        rows = await self._tx.fetch(_create_with_acl_sql(), *args)
+        args += [bump.scope_timestamp, _live(stored)]
+        if change is None:
+            rows = await self._tx.fetch(_CREATE_UNLESS_LIVE, *args)
+        else:
+            rows = await self._tx.fetch(_create_with_acl_sql(), *args, *change.args())
         if rows[0][0]:  # a live object has the key: nothing was written
             if key in self._tx.seen:  # absent when this transaction read it
                 raise self._tx.conflict()
             raise UnicityError(resource_name, object_id)
         self._tx.locked[args[1]] = bump.scope_timestamp
         await self._written(key, bump.object_timestamp)
-        acl = change.result((row[1], row[2]) for row in rows)
-        return _decode(object_id, bump.object_timestamp, stored.body), acl
+        return bump.object_timestamp, rows
+
+    def _writes_for(self, permission: object) -> TypeGuard[PostgreSQLPermissionTransaction]:
+        """Whether `permission` writes in this transaction (a PostgreSQL permission
+        transaction joined to it): its statements can then be parts of this one's."""
+        from nuages.permission.postgresql import PostgreSQLPermissionTransaction
+
+        return isinstance(permission, PostgreSQLPermissionTransaction) and permission.shares(
+            self._tx
+        )
 
     async def update(
         self, resource_name: str, parent_id: str, object_id: str, obj: Mapping[str, Any]
@@ -324,7 +343,14 @@ class PostgreSQLStorageTransaction:
             resource_name, parent_id, object_id, _TOMBSTONE, requested
         )
         if written is not None:
-            return {"id": object_id, "last_modified": written, "deleted": True}
+            return _tombstone(object_id, written)
+        return await self._delete_locked(resource_name, parent_id, object_id, requested)
+
+    async def _delete_locked(
+        self, resource_name: str, parent_id: str, object_id: str, requested: int | None
+    ) -> JSONObject:
+        """:meth:`delete` in two statements: the object as committed now (:meth:`_lock`),
+        then its tombstone."""
         key, existing, previous = await self._lock(resource_name, parent_id, object_id)
         if existing is None or existing[1]:
             raise ObjectNotFound(resource_name, object_id)
@@ -334,7 +360,7 @@ class PostgreSQLStorageTransaction:
             self._tx, key, parent_id, resource_name, object_id, _TOMBSTONE, bump, -1
         )
         await self._written(key, None)
-        return {"id": object_id, "last_modified": timestamp, "deleted": True}
+        return _tombstone(object_id, timestamp)
 
     async def delete_with_acl(
         self,
@@ -349,20 +375,22 @@ class PostgreSQLStorageTransaction:
         """:class:`~nuages.storage.protocol.DeleterWithACL`: :meth:`delete`, and the ACL of
         `uri` deleted by `permission` (``delete_object_permissions(uri)``), in the statement
         of the delete when `permission` writes in this transaction and the object was read
-        as live and is unchanged since. None, having done nothing, when it cannot."""
-        from nuages.permission.postgresql import PostgreSQLPermissionTransaction
-
-        if not (
-            isinstance(permission, PostgreSQLPermissionTransaction) and permission.shares(self._tx)
-        ):
+        as live. None, having done nothing, when it cannot."""
+        if not self._writes_for(permission):
             return None
+        if self._tx.seen.get(object_key(parent_id, resource_name, object_id)) is None:
+            return None  # not read as live: delete() says what happens
         requested = requested_timestamp(last_modified)
         written = await self._replace_seen(
             resource_name, parent_id, object_id, _TOMBSTONE, requested, acl_uri=uri
         )
-        if written is None:
-            return None
-        return {"id": object_id, "last_modified": written, "deleted": True}
+        if written is not None:
+            return _tombstone(object_id, written)
+        # Changed since it was read: as delete() then (a conflict, unless this transaction
+        # purged it), without trying the statement that just missed again.
+        tombstone = await self._delete_locked(resource_name, parent_id, object_id, requested)
+        await permission.delete_object_permissions(uri)
+        return tombstone
 
     async def list(self, resource_name: str, parent_id: str, query: ListQuery) -> list[JSONObject]:
         return [_decode(*row) for row in await self.list_stored(resource_name, parent_id, query)]
@@ -411,6 +439,10 @@ class PostgreSQLStorageTransaction:
                 _text(parent_prefix) + "/",
                 _text(parent_prefix) + "0",
             )
+
+
+def _tombstone(object_id: str, timestamp: int) -> JSONObject:
+    return {"id": object_id, "last_modified": timestamp, "deleted": True}
 
 
 def _below_any(parent_id: str, prefixes: Sequence[str]) -> bool:
@@ -607,7 +639,7 @@ _SELECT_VALUES: Final = (
 # A create in a scope this transaction has locked already: unless a live object has the
 # key, store it and move the scope's row, as _BUMP_AND_STORE. Answers whether a live
 # object was there (then nothing was written).
-_CREATE_UNLESS_LIVE: Final = (
+_CREATE_UNLESS_LIVE_CTES: Final = (
     "WITH live AS (SELECT FROM objects WHERE key = $1 AND NOT deleted),"
     " bump AS (UPDATE timestamps SET last_modified = $12, live_count = live_count + $13"
     " WHERE scope = $2 AND NOT EXISTS (SELECT FROM live)),"
@@ -616,8 +648,10 @@ _CREATE_UNLESS_LIVE: Final = (
     + _SELECT_VALUES
     + " WHERE NOT EXISTS (SELECT FROM live)"
     + _REPLACE
-    + ") SELECT EXISTS (SELECT FROM live)"
+    + ")"
 )
+_LIVE: Final = " SELECT EXISTS (SELECT FROM live)"
+_CREATE_UNLESS_LIVE: Final = _CREATE_UNLESS_LIVE_CTES + _LIVE
 
 
 @functools.cache
@@ -627,8 +661,7 @@ def _replace_if_live_deleting_acl_sql() -> str:
     from nuages.permission.postgresql import delete_acl_sql
 
     cte = delete_acl_sql("$15", "EXISTS (SELECT FROM live)")
-    replace, answer, _ = _REPLACE_IF_LIVE.rpartition(" SELECT EXISTS (SELECT FROM live)")
-    return f"{replace}, {cte}{answer}"
+    return f"{_REPLACE_IF_LIVE_CTES}, {cte}{_LIVE}"
 
 
 @functools.cache
@@ -640,17 +673,13 @@ def _create_with_acl_sql() -> str:
     from nuages.permission.postgresql import ACLChange
 
     ctes, before = ACLChange.sql(14, "NOT EXISTS (SELECT FROM live)")
-    create = _CREATE_UNLESS_LIVE.rpartition(" SELECT EXISTS (SELECT FROM live)")[0]
-    return (
-        f"{create}, {ctes}"
-        f" SELECT EXISTS (SELECT FROM live), acl.permission, acl.principal FROM {before}"
-    )
+    return f"{_CREATE_UNLESS_LIVE_CTES}, {ctes}{_LIVE}, acl.permission, acl.principal FROM {before}"
 
 
 # An update or a delete of an object this transaction read as live with timestamp $14, in
 # a scope it has locked: unless the object changed since, store it and move the scope's
 # row. Answers whether it was unchanged (else nothing was written).
-_REPLACE_IF_LIVE: Final = (
+_REPLACE_IF_LIVE_CTES: Final = (
     "WITH live AS (SELECT FROM objects WHERE key = $1 AND last_modified = $14 AND NOT deleted),"
     " bump AS (UPDATE timestamps SET last_modified = $12, live_count = live_count + $13"
     " WHERE scope = $2 AND EXISTS (SELECT FROM live)),"
@@ -659,8 +688,9 @@ _REPLACE_IF_LIVE: Final = (
     + _SELECT_VALUES
     + " WHERE EXISTS (SELECT FROM live)"
     + _REPLACE
-    + ") SELECT EXISTS (SELECT FROM live)"
+    + ")"
 )
+_REPLACE_IF_LIVE: Final = _REPLACE_IF_LIVE_CTES + _LIVE
 
 
 def _store_args(
