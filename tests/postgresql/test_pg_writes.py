@@ -14,6 +14,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from unittest.mock import ANY
 
 import asyncpg
 import pytest
@@ -740,3 +741,80 @@ async def test_a_write_after_an_early_read_of_an_object_changed_since_makes_the_
         CURRENT_ATTEMPT.reset(token)
     timestamp, live, counted, newest = await _scope_row(storage)
     assert live == counted == 1 and timestamp == newest
+
+
+async def test_a_transaction_reads_an_object_with_a_grant_once_until_a_write_may_change_it(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    """A batch of creates in one collection reads the collection and the caller's grant on
+    it once. The read is made again after a write of its object, of an ACL it depends on,
+    after any write its caller does not describe (principals, other ACLs), and after the
+    rollback of a savepoint."""
+    storage = storages[0]
+    permission = PostgreSQLPermission(storage.db)
+    statements: list[str] = []
+
+    def log(record: Any) -> None:
+        statements.append(record.query)
+
+    read = ObjectRead(
+        user_ids=(),
+        principals=("alice",),
+        bound=(("/buckets/b", "write"), ("/buckets/b/collections/c", "write")),
+        object=("collection", "/buckets/b", "c"),
+    )
+
+    async with storage.transaction(write=True) as tx, permission.transaction(write=True) as pt:
+
+        async def reads() -> tuple[int, Any]:
+            """How many statements reading `read` took (asyncpg also introspects a type the
+            first time it meets it), and what it answered."""
+            statements.clear()
+            tx._tx.conn.add_query_logger(log)
+            try:
+                view = await tx.read_object(read)
+            finally:
+                tx._tx.conn.remove_query_logger(log)
+            await asyncio.sleep(0)
+            return len([s for s in statements if "FROM objects" in s]), view
+
+        # The scopes written below are held (a new scope's row is an insert: it would
+        # forget every read).
+        await tx.create("collection", "/buckets/b", {"id": "c", "v": 1})
+        await tx.create("bucket", "", {"id": "a"})
+        await _create(tx, "r0")
+        assert await reads() == (
+            1,
+            (frozenset(), False, {"id": "c", "v": 1, "last_modified": ANY}, None, {}),
+        )
+        assert (await reads())[0] == 0
+        # Objects of other keys, ACLs of other URIs: still true.
+        records = "/buckets/b/collections/c/records/"
+        await tx.create_with_acl(RECORD, PARENT, {"id": "r1"}, pt, records + "r1", None, [])
+        await tx.create_with_acl(RECORD, PARENT, {"id": "r2"}, pt, records + "r2", None, [])
+        assert await tx.get(RECORD, PARENT, "r2") is not None
+        await tx.delete_with_acl(RECORD, PARENT, "r2", pt, records + "r2")
+        assert (await reads())[0] == 0
+        # The ACL of a bound URI, written with an object: read again.
+        await tx.create_with_acl(
+            "bucket", "", {"id": "b"}, pt, "/buckets/b", None, [("write", "alice")]
+        )
+        count, view = await reads()
+        assert (count, view.granted) == (1, True)
+        # The object itself: read again.
+        await tx.update("collection", "/buckets/b", "c", {"id": "c", "v": 2})
+        count, view = await reads()
+        assert (count, view.object["v"]) == (1, 2)
+        # A write that does not say what it changed: read again.
+        await pt.replace_object_permissions("/buckets/b", {"write": ["bob"]})
+        count, view = await reads()
+        assert (count, view.granted) == (1, False)
+        assert (await reads())[0] == 0
+        # A savepoint rolled back: read again, and what it wrote is gone.
+        with pytest.raises(RuntimeError):
+            async with permission.transaction(write=True) as nested:
+                await nested.add_principal_to_ace("/buckets/b/collections/c", "write", "alice")
+                assert (await reads())[1].granted
+                raise RuntimeError()
+        count, view = await reads()
+        assert (count, view.granted) == (1, False)

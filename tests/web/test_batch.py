@@ -486,3 +486,25 @@ async def test_a_record_written_again_after_its_collection_was_deleted_in_the_ba
     final = await client.get(f"/v1{RECORDS}/r")
     assert final.status_code == 200
     assert {k: v for k, v in final.json()["data"].items() if k in "vw"} == {"v": 2, "w": 3}
+
+
+async def test_creates_after_their_collection_or_the_grant_changed_in_the_batch(
+    client: httpx.AsyncClient,
+) -> None:
+    """The creates of a batch read their collection and the caller's grant on it (once,
+    on PostgreSQL, while nothing that read depends on is written): a create after the
+    collection's delete is a 404, one after the caller left the group granting it a 403."""
+    await seed(client)
+    post = {"method": "POST", "path": RECORDS, "body": {"data": {"v": 1}}}
+    collection = "/buckets/b/collections/c"
+    answers = await responses_of(client, post, post, {"method": "DELETE", "path": collection}, post)
+    assert [a["status"] for a in answers] == [201, 201, 200, 404]
+
+    group = "/v1/buckets/b/groups/g"
+    body = {"data": {"members": [userid(BOB)]}, "permissions": {"write": [userid(BOB)]}}
+    assert (await client.put(group, json=body)).status_code == 201
+    grant = {"permissions": {"write": ["/buckets/b/groups/g"]}}
+    assert (await client.put(f"/v1{collection}", json=grant)).status_code == 201
+    leave = {"method": "PATCH", "path": group[3:], "body": {"data": {"members": []}}}
+    response = await batch(client, {"requests": [post, post, leave, post]}, auth=BOB)
+    assert [a["status"] for a in response.json()["responses"]] == [201, 201, 200, 403]

@@ -190,12 +190,28 @@ class PostgreSQLTransaction:
         # A statement that writes ran, or one failed in PostgreSQL: what a member of a
         # group commit must undo if it fails (module docs).
         self.dirty = False
+        # One-statement reads of objects with a grant (nuages.storage.postgresql), each
+        # with the object keys and ACL URIs its answer depends on: a batch of creates in
+        # one collection reads the collection and the caller's grant on it once. Emptied
+        # by any statement that writes, unless its caller knows what it wrote
+        # (:meth:`views_kept_by`), and by a savepoint's rollback.
+        self.views: dict[Any, tuple[Any, frozenset[bytes], frozenset[str]]] = {}
 
     def forget(self) -> None:
         """A savepoint was rolled back: what the transaction knew may no longer hold."""
         self.locked.clear()
         self.principals.clear()
         self.purged.clear()
+        self.views.clear()
+
+    def views_kept_by(self, key: bytes, uri: str | None) -> dict[Any, Any]:
+        """The :attr:`views` that a write of the object `key` (and of the ACL of `uri`)
+        leaves true: the caller restores them once its statement has run."""
+        return {
+            read: entry
+            for read, entry in self.views.items()
+            if key not in entry[1] and (uri is None or uri not in entry[2])
+        }
 
     async def join(self) -> None:
         """Be on the transaction's connection: a member of a group commit enters its lane
@@ -231,8 +247,9 @@ class PostgreSQLTransaction:
             raise BackendError("this PostgreSQL transaction is already finished")
         if self.conn is None:
             await self.db._join(self)
-        if not self.dirty and _writes(sql):
+        if (self.views or not self.dirty) and _writes(sql):
             self.dirty = True
+            self.views.clear()
         try:
             return await getattr(self.conn, method)(sql, *args, timeout=self.db.timeout)
         except asyncpg.DeadlockDetectedError as exc:

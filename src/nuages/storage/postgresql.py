@@ -93,6 +93,22 @@ def object_key(parent_id: str, resource_name: str, object_id: str) -> bytes:
     return digest(parent_id, resource_name, object_id)
 
 
+def _read_depends_on(read: ObjectRead) -> tuple[frozenset[bytes], frozenset[str]]:
+    """The object keys and the ACL URIs whose writes can change `read`'s answer (its
+    principals are all given: no stored ones to read)."""
+    keys = [
+        object_key(parent_id, name, object_id)
+        for name, parent_id, object_id in (
+            read.object,
+            *(() if read.parent is None else (read.parent,)),
+        )
+    ]
+    uris = {uri for uri, _ in read.bound}
+    if read.acl_uri is not None:
+        uris.add(read.acl_uri)
+    return frozenset(keys), frozenset(uris)
+
+
 class PostgreSQLStorageTransaction:
     """Storage operations in one transaction of a :class:`PostgreSQLDatabase`."""
 
@@ -137,10 +153,15 @@ class PostgreSQLStorageTransaction:
         the grant and the ACL, for a change, one instead of four."""
         from nuages.postgresql.reads import object_read_sql
 
-        sql, args = object_read_sql(read)
-        # A write not yet in its group commit reads before joining it, if it can; other
-        # transactions read in themselves.
-        view = reads.object_view(read, await self._tx.fetch_early(sql, *args))
+        remembered = self._tx.views.get(read)
+        if remembered is not None:
+            view: ObjectView = remembered[0]
+        else:
+            sql, args = object_read_sql(read)
+            # A write not yet in its group commit reads before joining it, if it can; other
+            # transactions read in themselves.
+            view = reads.object_view(read, await self._tx.fetch_early(sql, *args))
+            self._tx.views[read] = (view, *_read_depends_on(read))
         if self._tx.write:  # as get(): the object, as this transaction read it
             resource_name, parent_id, object_id = read.object
             key = object_key(parent_id, resource_name, object_id)
@@ -205,10 +226,12 @@ class PostgreSQLStorageTransaction:
         bump = next_timestamp(previous, None if ignored else requested)
         args = _store_args(key, parent_id, resource_name, object_id, stored, bump)
         args += [bump.scope_timestamp, _live(stored) - 1, seen]
+        views = self._tx.views_kept_by(key, acl_uri)
         if acl_uri is None:
             replaced = await self._tx.fetchval(_REPLACE_IF_LIVE, *args)
         else:
             replaced = await self._tx.fetchval(_replace_if_live_deleting_acl_sql(), *args, acl_uri)
+        self._tx.views = views
         if not replaced:
             return None
         self._tx.locked[args[1]] = bump.scope_timestamp
@@ -291,10 +314,12 @@ class PostgreSQLStorageTransaction:
         bump = next_timestamp(previous, requested)
         args = _store_args(key, parent_id, resource_name, object_id, stored, bump)
         args += [bump.scope_timestamp, _live(stored)]
+        views = self._tx.views_kept_by(key, None if change is None else change.uri)
         if change is None:
             rows = await self._tx.fetch(_CREATE_UNLESS_LIVE, *args)
         else:
             rows = await self._tx.fetch(_create_with_acl_sql(), *args, *change.args())
+        self._tx.views = views
         if rows[0][0]:  # a live object has the key: nothing was written
             if key in self._tx.seen:  # absent when this transaction read it
                 raise self._tx.conflict()
