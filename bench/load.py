@@ -67,6 +67,7 @@ SCENARIOS_ORDER = (
     "since",
     "walk",
     "batch",
+    "push",
     "mixed",
 )
 SCALE_OPS = ("list", "filtered", "since", "get", "head")
@@ -1208,17 +1209,27 @@ async def work_walk(
 async def work_batch(
     run: Run, t: Target, st: Any, wid: int, c: Connection, rng: random.Random
 ) -> None:
+    """``batch``: POSTs of new records. ``push``: PUTs of new records with
+    ``If-None-Match: *``, as a sync client (kinto.js) pushes the records it created
+    offline."""
     size = min(st["size"], t.batch_max)
     path = f"{t.prefix}/batch"
-    defaults = {"method": "POST", "path": t.records(SCRATCH)}
-    i = 50_000_000 + 1_000_000 * wid
+    push = st["push"]
+    defaults: dict[str, Any] = {"method": "POST", "path": t.records(SCRATCH)}
+    if push:
+        defaults = {"method": "PUT", "headers": {"If-None-Match": "*"}}
+    i = (60_000_000 if push else 50_000_000) + 1_000_000 * wid
     run.extra.setdefault("failed_subrequests", 0)
     run.extra["batch_size"] = size
     while not run.stopping:
         requests = []
         for _ in range(size):
             i += 1
-            requests.append({"body": {"data": record_body(i)}})
+            if push:
+                path_i = f"{t.records(SCRATCH)}/push-{i:09d}"
+                requests.append({"path": path_i, "body": {"data": record_body(i)}})
+            else:
+                requests.append({"body": {"data": record_body(i)}})
 
         def check(r: Response) -> str | None:
             answers = r.json().get("responses", [])
@@ -1232,7 +1243,7 @@ async def work_batch(
 
         await run.call(
             c,
-            "batch",
+            st["op"],
             "POST",
             path,
             to_json({"defaults": defaults, "requests": requests}),
@@ -1242,7 +1253,12 @@ async def work_batch(
 
 async def prep_batch(target: Target, args: argparse.Namespace) -> Any:
     await reset_collection(target, SCRATCH)
-    return {"size": args.batch_size}
+    return {"size": args.batch_size, "push": False, "op": "batch"}
+
+
+async def prep_push(target: Target, args: argparse.Namespace) -> Any:
+    await reset_collection(target, SCRATCH)
+    return {"size": args.batch_size, "push": True, "op": "push"}
 
 
 MIX = (  # per 100 operations
@@ -1340,6 +1356,13 @@ SCENARIOS = {
             "page",
         ),
         Scenario("batch", "POST /batch of 25 creates", prep_batch, work_batch, "batch"),
+        Scenario(
+            "push",
+            "POST /batch of 25 PUTs of new records with If-None-Match: * (a sync client)",
+            prep_push,
+            work_batch,
+            "push",
+        ),
         Scenario(
             "mixed",
             "70% reads, 20% writes, 10% _since syncs",

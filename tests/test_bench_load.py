@@ -24,6 +24,7 @@ SCENARIOS = {
     "since",
     "walk",
     "batch",
+    "push",
     "mixed",
 }
 FIGURES = {"requests", "req_per_s", "p50_ms", "p99_ms", "mean_ms", "errors", "seconds"}
