@@ -25,7 +25,7 @@ from nuages.core.objects import ListQuery
 from nuages.permission.postgresql import PostgreSQLPermission
 from nuages.postgresql import PostgreSQLDatabase
 from nuages.storage.postgresql import PostgreSQLStorage, PostgreSQLStorageTransaction
-from nuages.storage.protocol import ObjectRead
+from nuages.storage.protocol import ObjectRead, ObjectView
 
 PARENT = "/buckets/b/collections/c"
 RECORD = "record"
@@ -785,7 +785,7 @@ async def test_a_transaction_reads_an_object_with_a_grant_once_until_a_write_may
         await _create(tx, "r0")
         assert await reads() == (
             1,
-            (frozenset(), False, {"id": "c", "v": 1, "last_modified": ANY}, None, {}),
+            ObjectView(frozenset(), False, {"id": "c", "v": 1, "last_modified": ANY}, None, {}),
         )
         assert (await reads())[0] == 0
         # Objects of other keys, ACLs of other URIs: still true.
@@ -818,3 +818,29 @@ async def test_a_transaction_reads_an_object_with_a_grant_once_until_a_write_may
                 raise RuntimeError()
         count, view = await reads()
         assert (count, view.granted) == (1, False)
+
+
+async def test_an_object_read_answers_the_create_grant_apart_when_asked(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    """A PUT that may create reads the object, its write grant and its create grant in one
+    statement: `create_granted` answers the create pairs alone, None when not asked."""
+    storage = storages[0]
+    permission = PostgreSQLPermission(storage.db)
+    async with permission.transaction(write=True) as pt:
+        await pt.add_principal_to_ace(PARENT, "record:create", "alice")
+        await pt.add_principal_to_ace(PARENT, "write", "bob")
+    create = ((PARENT, "record:create"), (PARENT, "write"))
+    write = ((f"{PARENT}/records/x", "write"), (PARENT, "write"))
+    async with storage.transaction(write=True) as tx:
+        for principals, granted, create_granted in (
+            (("alice",), False, True),
+            (("bob", "system.Everyone"), True, True),
+            (("carol",), False, False),
+        ):
+            read = ObjectRead((), principals, write, (RECORD, PARENT, "x"), create_bound=create)
+            view = await tx.read_object(read)
+            assert (view.granted, view.create_granted) == (granted, create_granted), principals
+            assert view.object is None
+            view = await tx.read_object(read._replace(create_bound=()))
+            assert (view.granted, view.create_granted) == (granted, None)

@@ -40,7 +40,7 @@ from nuages.core.patch import json_patch, merge_patch
 from nuages.core.preconditions import ETagCondition
 from nuages.core.querystring import ListParams, parse_list_params, project
 from nuages.core.resource import OWNER, JSONObject, ResourceSpec
-from nuages.permission.protocol import Permission, PermissionTransaction
+from nuages.permission.protocol import BoundPermission, Permission, PermissionTransaction
 from nuages.storage.protocol import (
     ObjectKey,
     ObjectRead,
@@ -602,17 +602,21 @@ class Service:
         parent_uri = spec.parent_uri(call.ids)
         uris = spec.level_uris(call.ids, object_id)
         # The parent (404), the object and the caller's write grant on it: one statement
-        # when the backends can (as PATCH), else three.
-        view = await self._read_for_write(tx, call, object_id, uris, acl=True)
-        checked = None
+        # when the backends can (as PATCH), else three. Unless If-Match says the object
+        # exists, the create grant too (what a missing object needs).
+        view = await self._read_for_write(
+            tx, call, object_id, uris, acl=True, create=call.if_match is None
+        )
+        checked = create_checked = None
         if view is None:
             if spec.parent_must_exist:
                 await self._parent_exists(tx, call)
             existing = await tx.storage.get(spec.name, parent_uri, object_id)
         else:
-            existing, checked = view.object, view.granted
+            existing, checked, create_checked = view.object, view.granted, view.create_granted
         if existing is None or call.if_none_match == preconditions.ANY:
-            await self._require(tx, call, "create", uris)
+            if not await self._allowed(tx, call, "create", uris, checked=create_checked):
+                raise self._deny(call)
         elif not await self._allowed(tx, call, "write", uris, checked=checked):
             raise self._deny(call)
         data, perms = self._parse_body(call)
@@ -724,12 +728,20 @@ class Service:
         return existing, view.permissions
 
     async def _read_for_write(
-        self, tx: Tx, call: Call, object_id: str, uris: Mapping[str, str], *, acl: bool
+        self,
+        tx: Tx,
+        call: Call,
+        object_id: str,
+        uris: Mapping[str, str],
+        *,
+        acl: bool,
+        create: bool = False,
     ) -> ObjectView | None:
         """The parent (404 when missing), the object, the caller's ``write`` grant on it and
         its ACL in one statement of the transaction, when the storage can read objects with
         their permissions (``read_object``, the permission tables in the same database);
-        else None."""
+        else None. With `create`, the caller's ``create`` grant too, if the settings do not
+        decide it and the storage answers it (``create_granted``)."""
         spec = call.spec
         read_object = self._read_in_transaction(tx, spec)
         if read_object is None:
@@ -737,6 +749,9 @@ class Service:
         parent_key = None
         if spec.parent is not None and spec.parent_must_exist:
             parent_key = self._parent_object_key(call)
+        create_bound: tuple[BoundPermission, ...] = ()
+        if create and self._decided(call, "create") is None:
+            create_bound = tuple(bound_permissions(self.tree, f"{spec.name}:create", uris))
         view = await read_object(
             ObjectRead(
                 user_ids=(),
@@ -745,6 +760,7 @@ class Service:
                 object=(spec.name, spec.parent_uri(call.ids), object_id),
                 parent=parent_key,
                 acl_uri=uris[spec.name] if acl else None,
+                create_bound=create_bound,
             )
         )
         if parent_key is not None and view.parent is None:

@@ -35,7 +35,7 @@ class PostgreSQLObjectReader:
             )
             sql, args = object_read_sql(given)
             view = reads.object_view(given, await fetch(sql, *args))
-        return ObjectView(stored, view.granted, view.object, view.parent, view.permissions)
+        return view._replace(principals=stored)
 
     async def read_page(
         self, resource_name: str, parent_id: str, query: ListQuery
@@ -86,16 +86,26 @@ def object_read_sql(read: ObjectRead) -> tuple[str, list[Any]]:
     selects = [one(reads.OBJECT, read.object)]
     if read.parent is not None:
         selects.append(one(reads.PARENT, read.parent))
-    if read.bound:
+
+    def granted(bound: tuple[tuple[str, str], ...]) -> str:
         keys = [
             digest(uri, permission, principal)
-            for uri, permission in read.bound
+            for uri, permission in bound
             for principal in set(read.principals)
         ]
-        keys_param = bind(keys, "::bytea[]")
+        return (
+            "EXISTS (SELECT 1 FROM access_control_entries"
+            f" WHERE key = ANY({bind(keys, '::bytea[]')}))"
+        )
+
+    if read.bound:
         selects.append(
-            f"SELECT {reads.GRANTED}, NULL, NULL, NULL, NULL WHERE EXISTS"
-            f" (SELECT 1 FROM access_control_entries WHERE key = ANY({keys_param}))"
+            f"SELECT {reads.GRANTED}, NULL, NULL, NULL, NULL WHERE {granted(read.bound)}"
+        )
+    if read.create_bound:
+        selects.append(
+            f"SELECT {reads.CREATE_GRANTED}, CASE WHEN {granted(read.create_bound)}"
+            " THEN 1 ELSE 0 END, NULL, NULL, NULL"
         )
     if read.acl_uri is not None:
         uri = bind(read.acl_uri)

@@ -103,7 +103,7 @@ def _read_depends_on(read: ObjectRead) -> tuple[frozenset[bytes], frozenset[str]
             *(() if read.parent is None else (read.parent,)),
         )
     ]
-    uris = {uri for uri, _ in read.bound}
+    uris = {uri for uri, _ in (*read.bound, *read.create_bound)}
     if read.acl_uri is not None:
         uris.add(read.acl_uri)
     return frozenset(keys), frozenset(uris)

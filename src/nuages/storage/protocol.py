@@ -145,6 +145,9 @@ class ObjectRead(NamedTuple):
     object: ObjectKey
     parent: ObjectKey | None = None  # the parent whose existence is checked, if any
     acl_uri: str | None = None  # the object's URI, when its ACL is wanted
+    # Pairs granting the object's creation, answered apart (ObjectView.create_granted) by
+    # the readers that can: a PUT that may create asks for both grants at once.
+    create_bound: tuple[BoundPermission, ...] = ()
 
 
 class ObjectView(NamedTuple):
@@ -155,6 +158,9 @@ class ObjectView(NamedTuple):
     object: JSONObject | None  # the live object (never a tombstone)
     parent: JSONObject | None  # the live parent; None when absent or not asked
     permissions: dict[str, set[str]]  # ACL of `acl_uri` ({} when not asked)
+    # A create_bound pair is granted to a given principal; None when not answered (not
+    # asked, or a reader that does not answer it: the caller then asks the permissions).
+    create_granted: bool | None = None
 
 
 class CreatorWithACL(Protocol):

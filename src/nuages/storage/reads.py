@@ -12,7 +12,12 @@ tag   row                                                        from
 2     ``NULL, NULL, NULL, NULL``                                 present when granted
 3     ``NULL, NULL, permission, principal``                      the object's ACL
 4     ``NULL, NULL, principal, NULL``                            stored principals
+5     ``1 or 0, NULL, NULL, NULL``                               a create_bound pair
+                                                                 granted, or not
 ====  =========================================================  ===================
+
+A backend that does not answer ``create_bound`` leaves out row 5: the view's
+``create_granted`` is then None.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ PARENT: Final = 1
 GRANTED: Final = 2
 ACL: Final = 3
 PRINCIPAL: Final = 4
+CREATE_GRANTED: Final = 5
 
 
 def decode(object_id: str, last_modified: int, data: str) -> JSONObject:
@@ -57,6 +63,7 @@ def object_view(read: ObjectRead, rows: Iterable[Sequence[Any]]) -> ObjectView:
     granted = False
     permissions: dict[str, set[str]] = defaultdict(set)
     principals: set[str] = set()
+    create_granted = None
     for tag, last_modified, deleted, text, extra in rows:
         if tag == OBJECT:
             if not deleted:
@@ -70,4 +77,8 @@ def object_view(read: ObjectRead, rows: Iterable[Sequence[Any]]) -> ObjectView:
             permissions[text].add(extra)
         elif tag == PRINCIPAL:
             principals.add(text)
-    return ObjectView(frozenset(principals), granted, obj, parent, dict(permissions))
+        elif tag == CREATE_GRANTED:
+            create_granted = bool(last_modified)
+    return ObjectView(
+        frozenset(principals), granted, obj, parent, dict(permissions), create_granted
+    )
