@@ -844,3 +844,41 @@ async def test_an_object_read_answers_the_create_grant_apart_when_asked(
             assert view.object is None
             view = await tx.read_object(read._replace(create_bound=()))
             assert (view.granted, view.create_granted) == (granted, None)
+
+
+async def test_what_a_write_transaction_lists_it_has_read(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    """The objects of a plural DELETE are listed, then deleted: each delete is one
+    statement if the object is unchanged since the listing, and a conflict (the request is
+    rerun) if a concurrent transaction changed it in between."""
+    storage = storages[0]
+    permission = PostgreSQLPermission(storage.db)
+    for object_id in ("a", "b", "c"):
+        await _committed_create(storage, object_id)
+    uri = f"{PARENT}/records/" + "{}"
+    statements: list[str] = []
+
+    def log(record: Any) -> None:
+        statements.append(record.query)
+
+    async with storage.transaction(write=True) as tx, permission.transaction(write=True) as ptx:
+        listed = await tx.list(RECORD, PARENT, ListQuery())
+        assert sorted(o["id"] for o in listed) == ["a", "b", "c"]
+        await _update(tx, "c")  # the scope is held
+        conn = tx._tx.conn
+        conn.add_query_logger(log)
+        try:
+            tombstone = await tx.delete_with_acl(RECORD, PARENT, "a", ptx, uri.format("a"))
+        finally:
+            conn.remove_query_logger(log)
+        await asyncio.sleep(0)
+        assert len(statements) == 1, statements
+        assert tombstone is not None and tombstone["deleted"] is True
+    with pytest.raises(TransactionConflict):
+        async with storage.transaction(write=True) as tx:
+            await tx.list(RECORD, PARENT, ListQuery())
+            async with storages[1].transaction(write=True) as other:
+                await _update(other, "b")
+            await _delete(tx, "b")
+    await _assert_scope_exact(storage)

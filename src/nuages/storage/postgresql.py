@@ -437,7 +437,15 @@ class PostgreSQLStorageTransaction:
                 return await self._live_count(resource_name, parent_id)
 
             await self._indexer.observe(*index, live_objects)
-        return [_stored_row(*row) for row in rows]
+        stored = [_stored_row(*row) for row in rows]
+        if self._tx.write and not query.include_deleted:
+            # What a write transaction lists, it has read, as with get(): a later write of
+            # one of these objects is one statement if it is unchanged since (the objects
+            # of a plural DELETE), a conflict if a concurrent transaction changed it.
+            seen = self._tx.seen
+            for object_id, last_modified, _ in stored:
+                seen.setdefault(object_key(parent_id, resource_name, object_id), last_modified)
+        return stored
 
     async def count(self, resource_name: str, parent_id: str, query: ListQuery) -> int:
         if not query.filters and query.ids is None:
