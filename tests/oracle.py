@@ -99,11 +99,20 @@ async def assert_lists_like_memory(
     memory: Storage, other: Storage, parent: str, query: ListQuery, *, count: bool = True
 ) -> None:
     """`other` lists (and counts) exactly what the memory backend does."""
+    # (This module is not a test module: pytest does not explain its asserts, so they say
+    # what they compared.)
     async with memory.transaction(write=False) as mtx, other.transaction(write=False) as otx:
-        assert await otx.list(RESOURCE, parent, query) == await mtx.list(RESOURCE, parent, query)
+        listed, expected = (
+            await otx.list(RESOURCE, parent, query),
+            await mtx.list(RESOURCE, parent, query),
+        )
+        assert listed == expected, f"listed {listed} where memory lists {expected}: {query}"
         if count:
-            assert await otx.count(RESOURCE, parent, query) == await mtx.count(
-                RESOURCE, parent, query
+            counted = await otx.count(RESOURCE, parent, query)
+            expected_count = await mtx.count(RESOURCE, parent, query)
+            assert counted == expected_count, (
+                f"counted {counted} where memory counts {expected_count} (and lists"
+                f" {len(expected)}): {query}"
             )
 
 

@@ -64,6 +64,7 @@ ORACLE = settings(
     max_examples=150,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    print_blob=True,  # a failure prints the @reproduce_failure that replays it
 )
 
 
