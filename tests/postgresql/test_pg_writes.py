@@ -11,6 +11,7 @@ count and scope timestamp stay exact.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -72,6 +73,25 @@ async def _scope_row(storage: PostgreSQLStorage) -> tuple[int, int, int, int]:
     finally:
         await conn.close()
     return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
+@contextlib.asynccontextmanager
+async def _statements(tx: Any) -> AsyncIterator[list[str]]:
+    """The statements that the storage or permission transaction `tx` sends in the block
+    (complete once the block is left: asyncpg calls its query loggers soon after each
+    statement, not at once)."""
+    statements: list[str] = []
+
+    def log(record: Any) -> None:
+        statements.append(record.query)
+
+    conn = tx._tx.conn
+    conn.add_query_logger(log)
+    try:
+        yield statements
+    finally:
+        conn.remove_query_logger(log)
+        await asyncio.sleep(0)
 
 
 @pytest.mark.parametrize(
@@ -224,11 +244,6 @@ async def test_write_object_permissions_is_replace_add_and_get_in_one_statement(
     rng = random.Random(7)
     principals = ["alice", "bob", "carl", "system.Everyone"]
     perms = ["read", "write", "record:create"]
-    statements: list[str] = []
-
-    def log(record: Any) -> None:
-        statements.append(record.query)
-
     for case in range(40):
         fast, slow = f"/fast/{case}", f"/slow/{case}"
         initial, replace = _random_acls(rng, principals, perms, 2)
@@ -241,14 +256,8 @@ async def test_write_object_permissions_is_replace_add_and_get_in_one_statement(
             for p, q in add:
                 await tx.add_principal_to_ace(slow, p, q)
             expected = await tx.get_object_permissions(slow)
-            conn = tx._tx.conn
-            statements.clear()
-            conn.add_query_logger(log)
-            try:
+            async with _statements(tx) as statements:
                 answered = await tx.write_object_permissions(fast, replace, add)
-            finally:
-                conn.remove_query_logger(log)
-            await asyncio.sleep(0)  # the driver calls query loggers soon, not at once
             assert len(statements) == 1, statements
             assert answered == expected, (initial, replace, add)
             assert await tx.get_object_permissions(fast) == expected
@@ -265,11 +274,6 @@ async def test_create_with_acl_is_create_and_write_object_permissions_in_one_sta
     rng = random.Random(11)
     principals = ["alice", "bob", "system.Everyone"]
     perms = ["read", "write"]
-    statements: list[str] = []
-
-    def log(record: Any) -> None:
-        statements.append(record.query)
-
     await _committed_create(storage, "live")
     async with storage.transaction(write=True) as tx, permission.transaction(write=True) as ptx:
         await _create(tx, "held")
@@ -280,16 +284,10 @@ async def test_create_with_acl_is_create_and_write_object_permissions_in_one_sta
             for uri in (fast, slow):  # left by an object deleted long ago, say
                 await ptx.replace_object_permissions(uri, initial)
             expected = await ptx.write_object_permissions(slow, replace, add)
-            conn = tx._tx.conn
-            statements.clear()
-            conn.add_query_logger(log)
-            try:
+            async with _statements(tx) as statements:
                 done = await tx.create_with_acl(
                     RECORD, PARENT, {"id": f"f{case}", "n": case}, ptx, fast, replace, add
                 )
-            finally:
-                conn.remove_query_logger(log)
-            await asyncio.sleep(0)  # the driver calls query loggers soon, not at once
             assert len(statements) == 1, statements
             assert done is not None
             created, acl = done
@@ -315,23 +313,13 @@ async def test_delete_with_acl_deletes_an_unchanged_object_and_its_acl_in_one_st
     for object_id in ("a", "b", "c"):
         await _committed_create(storage, object_id)
     uri = f"{PARENT}/records/" + "{}"
-    statements: list[str] = []
-
-    def log(record: Any) -> None:
-        statements.append(record.query)
-
     async with storage.transaction(write=True) as tx, permission.transaction(write=True) as ptx:
         for object_id in ("a", "b", "c"):
             await ptx.replace_object_permissions(uri.format(object_id), {"write": ["alice"]})
             assert await tx.get(RECORD, PARENT, object_id) is not None  # read as live
         await _update(tx, "c")  # the scope is now held
-        conn = tx._tx.conn
-        conn.add_query_logger(log)
-        try:
+        async with _statements(tx) as statements:
             tombstone = await tx.delete_with_acl(RECORD, PARENT, "a", ptx, uri.format("a"))
-        finally:
-            conn.remove_query_logger(log)
-        await asyncio.sleep(0)
         assert len(statements) == 1, statements
         assert tombstone is not None and tombstone["deleted"] is True
         assert await tx.get(RECORD, PARENT, "a") is None
@@ -346,15 +334,9 @@ async def test_delete_with_acl_deletes_an_unchanged_object_and_its_acl_in_one_st
         async with storages[1].transaction(write=True) as other:
             await _update(other, "b")
         await _update(tx, "c")  # the scope is held
-        conn = tx._tx.conn
-        statements.clear()
-        conn.add_query_logger(log)
-        try:
+        async with _statements(tx) as statements:
             with pytest.raises(TransactionConflict):
                 await tx.delete_with_acl(RECORD, PARENT, "b", ptx, uri.format("b"))
-        finally:
-            conn.remove_query_logger(log)
-        await asyncio.sleep(0)
         assert len(statements) == 2, statements
         assert await ptx.get_object_permissions(uri.format("b")) == {"write": {"alice"}}
     await _assert_scope_exact(storage)
@@ -527,22 +509,12 @@ async def test_writes_after_the_first_in_a_scope_skip_its_lock_statement(
     and so is an update or a delete of an object it read as live (written if unchanged
     since), each moving the scope row."""
     storage = storages[0]
-    statements: list[str] = []
-
-    def log(record: Any) -> None:
-        statements.append(record.query)
-
     async with storage.transaction(write=True) as tx:
         await _create(tx, "a")
-        conn = tx._tx.conn
-        conn.add_query_logger(log)
-        try:
+        async with _statements(tx) as statements:
             await _create(tx, "b")
             await _update(tx, "a")
             await _delete(tx, "b")
-        finally:
-            conn.remove_query_logger(log)
-        await asyncio.sleep(0)
     assert len(statements) == 3, statements
     assert not any("FOR UPDATE" in s for s in statements)
     await _assert_scope_exact(storage)
@@ -627,43 +599,33 @@ async def test_principals_are_read_once_per_transaction_until_they_change(
     """A batch reads its user's principals once; a write of principals, or the rollback of
     a savepoint that wrote some, makes the next read go to the database again."""
     permission = PostgreSQLPermission(storages[0].db)
-    statements: list[str] = []
-
-    def log(record: Any) -> None:
-        statements.append(record.query)
-
-    async with permission.transaction(write=True) as tx:
-        conn = tx._tx.conn
-        conn.add_query_logger(log)
-        try:
-            assert await tx.get_user_principals("alice", "system.Authenticated") == set()
-            assert await tx.get_user_principals("alice", "system.Authenticated") == set()
-            await asyncio.sleep(0)
-            assert len(statements) == 1
-            await tx.add_user_principal("alice", "/buckets/b/groups/g")
-            assert await tx.get_user_principals("alice", "system.Authenticated") == {
-                "/buckets/b/groups/g"
-            }
-            with pytest.raises(RuntimeError):
-                async with permission.transaction(write=True) as nested:
-                    await nested.add_user_principal("alice", "/buckets/b/groups/undone")
-                    assert "/buckets/b/groups/undone" in await nested.get_user_principals(
-                        "alice", "system.Authenticated"
-                    )
-                    raise RuntimeError()
-            assert await tx.get_user_principals("alice", "system.Authenticated") == {
-                "/buckets/b/groups/g"
-            }
-            await tx.remove_user_principal("alice", "/buckets/b/groups/g")
-            assert await tx.get_user_principals("alice", "system.Authenticated") == set()
-            await tx.add_user_principal("alice", "/buckets/b/groups/h")
-            assert await tx.get_user_principals("alice", "system.Authenticated") == {
-                "/buckets/b/groups/h"
-            }
-            await tx.remove_principal("/buckets/b/groups/h")
-            assert await tx.get_user_principals("alice", "system.Authenticated") == set()
-        finally:
-            conn.remove_query_logger(log)
+    async with permission.transaction(write=True) as tx, _statements(tx) as statements:
+        assert await tx.get_user_principals("alice", "system.Authenticated") == set()
+        assert await tx.get_user_principals("alice", "system.Authenticated") == set()
+        await asyncio.sleep(0)
+        assert len(statements) == 1
+        await tx.add_user_principal("alice", "/buckets/b/groups/g")
+        assert await tx.get_user_principals("alice", "system.Authenticated") == {
+            "/buckets/b/groups/g"
+        }
+        with pytest.raises(RuntimeError):
+            async with permission.transaction(write=True) as nested:
+                await nested.add_user_principal("alice", "/buckets/b/groups/undone")
+                assert "/buckets/b/groups/undone" in await nested.get_user_principals(
+                    "alice", "system.Authenticated"
+                )
+                raise RuntimeError()
+        assert await tx.get_user_principals("alice", "system.Authenticated") == {
+            "/buckets/b/groups/g"
+        }
+        await tx.remove_user_principal("alice", "/buckets/b/groups/g")
+        assert await tx.get_user_principals("alice", "system.Authenticated") == set()
+        await tx.add_user_principal("alice", "/buckets/b/groups/h")
+        assert await tx.get_user_principals("alice", "system.Authenticated") == {
+            "/buckets/b/groups/h"
+        }
+        await tx.remove_principal("/buckets/b/groups/h")
+        assert await tx.get_user_principals("alice", "system.Authenticated") == set()
 
 
 async def test_an_object_read_in_a_write_transaction_sees_its_own_writes(
@@ -674,16 +636,10 @@ async def test_an_object_read_in_a_write_transaction_sees_its_own_writes(
     storage = storages[0]
     permission = PostgreSQLPermission(storage.db)
     bound = (("/buckets/b", "record:create"), ("/buckets/b", "write"))
-    statements: list[str] = []
-
-    def log(record: Any) -> None:
-        statements.append(record.query)
-
     async with storage.transaction(write=True) as tx, permission.transaction(write=True) as pt:
         await tx.create("bucket", "", {"id": "b"})
         await pt.add_principal_to_ace("/buckets/b", "write", "alice")
-        tx._tx.conn.add_query_logger(log)
-        try:
+        async with _statements(tx) as statements:
             for principals, granted in ((("alice", "system.Everyone"), True), (("bob",), False)):
                 view = await tx.read_object(
                     ObjectRead(
@@ -701,9 +657,6 @@ async def test_an_object_read_in_a_write_transaction_sees_its_own_writes(
                 )
             )
             assert missing.object is None and missing.granted
-        finally:
-            tx._tx.conn.remove_query_logger(log)
-        await asyncio.sleep(0)
     # One statement each (asyncpg also introspects a type the first time it meets it).
     assert len([s for s in statements if "FROM objects" in s]) == 3
     assert all("FROM objects" in s or "pg_catalog" in s or "jit" in s for s in statements)
@@ -752,11 +705,6 @@ async def test_a_transaction_reads_an_object_with_a_grant_once_until_a_write_may
     rollback of a savepoint."""
     storage = storages[0]
     permission = PostgreSQLPermission(storage.db)
-    statements: list[str] = []
-
-    def log(record: Any) -> None:
-        statements.append(record.query)
-
     read = ObjectRead(
         user_ids=(),
         principals=("alice",),
@@ -769,13 +717,8 @@ async def test_a_transaction_reads_an_object_with_a_grant_once_until_a_write_may
         async def reads() -> tuple[int, Any]:
             """How many statements reading `read` took (asyncpg also introspects a type the
             first time it meets it), and what it answered."""
-            statements.clear()
-            tx._tx.conn.add_query_logger(log)
-            try:
+            async with _statements(tx) as statements:
                 view = await tx.read_object(read)
-            finally:
-                tx._tx.conn.remove_query_logger(log)
-            await asyncio.sleep(0)
             return len([s for s in statements if "FROM objects" in s]), view
 
         # The scopes written below are held (a new scope's row is an insert: it would
@@ -857,22 +800,12 @@ async def test_what_a_write_transaction_lists_it_has_read(
     for object_id in ("a", "b", "c"):
         await _committed_create(storage, object_id)
     uri = f"{PARENT}/records/" + "{}"
-    statements: list[str] = []
-
-    def log(record: Any) -> None:
-        statements.append(record.query)
-
     async with storage.transaction(write=True) as tx, permission.transaction(write=True) as ptx:
         listed = await tx.list(RECORD, PARENT, ListQuery())
         assert sorted(o["id"] for o in listed) == ["a", "b", "c"]
         await _update(tx, "c")  # the scope is held
-        conn = tx._tx.conn
-        conn.add_query_logger(log)
-        try:
+        async with _statements(tx) as statements:
             tombstone = await tx.delete_with_acl(RECORD, PARENT, "a", ptx, uri.format("a"))
-        finally:
-            conn.remove_query_logger(log)
-        await asyncio.sleep(0)
         assert len(statements) == 1, statements
         assert tombstone is not None and tombstone["deleted"] is True
     with pytest.raises(TransactionConflict):
