@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -611,3 +612,40 @@ async def test_a_reader_of_an_old_snapshot_delays_the_wal_truncation_not_the_wri
     finally:
         reader.close()
         await db.aclose()
+
+
+async def test_the_object_read_answers_the_create_grant_as_the_permission_backend(
+    sqlite_db: SQLiteDatabase,
+) -> None:
+    """`create_granted` of the one-statement read (in a transaction, and by the reader
+    outside any) is what ``check_permission`` answers for the create pairs, whatever the
+    read's other pairs, its stored principals and the number of principals given (bound
+    one by one, or as one JSON array past a few); None when not asked."""
+    storage, permission = SQLiteStorage(sqlite_db), SQLitePermission(sqlite_db)
+    reader = storage.object_reader(permission)
+    assert reader is not None
+    rng = random.Random(5)
+    uris = ["/buckets/b", "/buckets/b/collections/c"]
+    perms = ["write", "read", "record:create"]
+    people = ["alice", "bob", "system.Everyone", "/buckets/b/groups/g"]
+    async with permission.transaction(write=True) as ptx:
+        await ptx.add_user_principal("carol", "/buckets/b/groups/g")
+        for uri in uris:
+            for perm in perms:
+                for who in rng.sample(people, 2):
+                    await ptx.add_principal_to_ace(uri, perm, who)
+    pairs = [(uri, perm) for uri in uris for perm in perms]
+    for case in range(60):
+        given = tuple(rng.sample(people[:3] + [f"p{n}" for n in range(12)], rng.randrange(0, 9)))
+        user_ids = ("carol",) if case % 3 == 0 else ()
+        create = tuple(rng.sample(pairs, rng.randrange(1, 4)))
+        bound = tuple(rng.sample(pairs, rng.randrange(0, 3)))
+        read = ObjectRead(user_ids, given, bound, ("record", uris[1], "x"), create_bound=create)
+        stored = {"/buckets/b/groups/g"} if user_ids else set()
+        async with permission.transaction(write=False) as ptx:
+            expected = await ptx.check_permission({*given, *stored}, create)
+        async with storage.transaction(write=False) as tx:
+            answers = [(await tx.read_object(read)).create_granted]
+            assert (await tx.read_object(read._replace(create_bound=()))).create_granted is None
+        answers.append((await reader.read_object(read)).create_granted)
+        assert answers == [expected, expected], (given, user_ids, create, bound)

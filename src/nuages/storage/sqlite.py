@@ -347,8 +347,14 @@ def object_read_sql(read: ObjectRead) -> tuple[str, list[Any]]:
     values += user_values
     if read.acl_uri is not None:
         values.append(read.acl_uri)
+    creating: tuple[str, ...] = ()
+    if read.create_bound:
+        uris, creating = zip(*read.create_bound, strict=True)
+        values += uris
+        if not read.bound:
+            values += given_values  # else bound once already, for the read's own pairs
     text = _object_read_text(
-        users, given, permissions, read.parent is not None, read.acl_uri is not None
+        users, given, permissions, read.parent is not None, read.acl_uri is not None, creating
     )
     return text, values
 
@@ -365,10 +371,16 @@ def _principals_of(users: int, placeholders: Sequence[str], columns: str = "prin
 
 @functools.lru_cache(maxsize=512)
 def _object_read_text(
-    users: int, given: int, permissions: tuple[str, ...], parent: bool, acl: bool
+    users: int,
+    given: int,
+    permissions: tuple[str, ...],
+    parent: bool,
+    acl: bool,
+    creating: tuple[str, ...] = (),
 ) -> str:
     """The text of :func:`object_read_sql`, its values numbered in the order: object,
-    parent, the URI of each pair, principals given (with pairs only), user ids, ACL URI.
+    parent, the URI of each pair, principals given (with pairs only), user ids, ACL URI,
+    the URI of each create pair (then the principals given, if there were no pairs).
     The pairs' permission names are literals: they come from the permission tree, a
     short list fixed by the code, and each bound value costs SQLite a copy."""
     numbered = (f"?{number}" for number in itertools.count(1))
@@ -383,21 +395,34 @@ def _object_read_text(
     selects = [one.format(*take(3), tag=reads.OBJECT)]
     if parent:
         selects.append(one.format(*take(3), tag=reads.PARENT))
-    literals = [f"""'{permission.replace("'", "''")}'""" for permission in permissions]
-    pairs = list(zip(take(len(permissions)), literals, strict=True))
+
+    def literal(permission: str) -> str:
+        return f"""'{permission.replace("'", "''")}'"""
+
+    pairs = list(zip(take(len(permissions)), map(literal, permissions), strict=True))
     given_slots = take(1 if given < 0 else given) if permissions else []
     user_slots = take(1 if users < 0 else users)
-    if permissions:
-        sources = [principals_sql(given, given_slots)] if given else []
+
+    def sources() -> list[str]:
+        found = [principals_sql(given, given_slots)] if given else []
         if users:
-            sources.append(f"({_principals_of(users, user_slots)})")
-        granted = granted_sql(pairs, sources)
+            found.append(f"({_principals_of(users, user_slots)})")
+        return found
+
+    if permissions:
+        granted = granted_sql(pairs, sources())
         selects.append(f"SELECT {reads.GRANTED}, NULL, NULL, NULL, NULL WHERE {granted}")
     if acl:
         selects.append(
             f"SELECT {reads.ACL}, NULL, NULL, permission, principal FROM access_control_entries"
             f" WHERE object_uri = {next(numbered)}"
         )
+    if creating:
+        create_pairs = list(zip(take(len(creating)), map(literal, creating), strict=True))
+        if not permissions:
+            given_slots = take(1 if given < 0 else given)
+        create_granted = granted_sql(create_pairs, sources())
+        selects.append(f"SELECT {reads.CREATE_GRANTED}, {create_granted}, NULL, NULL, NULL")
     if users:
         columns = f"{reads.PRINCIPAL}, NULL, NULL, principal, NULL"
         selects.append(_principals_of(users, user_slots, columns))
