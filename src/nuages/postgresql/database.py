@@ -193,8 +193,8 @@ class PostgreSQLTransaction:
         # One-statement reads of objects with a grant (nuages.storage.postgresql), each
         # with the object keys and ACL URIs its answer depends on: a batch of creates in
         # one collection reads the collection and the caller's grant on it once. Emptied
-        # by any statement that writes, unless its caller knows what it wrote
-        # (:meth:`views_kept_by`), and by a savepoint's rollback.
+        # by any statement that writes, unless its caller says what it wrote
+        # (:meth:`fetch_writing`), and by a savepoint's rollback.
         self.views: dict[Any, tuple[Any, frozenset[bytes], frozenset[str]]] = {}
 
     def forget(self) -> None:
@@ -203,15 +203,6 @@ class PostgreSQLTransaction:
         self.principals.clear()
         self.purged.clear()
         self.views.clear()
-
-    def views_kept_by(self, key: bytes, uri: str | None) -> dict[Any, Any]:
-        """The :attr:`views` that a write of the object `key` (and of the ACL of `uri`)
-        leaves true: the caller restores them once its statement has run."""
-        return {
-            read: entry
-            for read, entry in self.views.items()
-            if key not in entry[1] and (uri is None or uri not in entry[2])
-        }
 
     async def join(self) -> None:
         """Be on the transaction's connection: a member of a group commit enters its lane
@@ -267,6 +258,18 @@ class PostgreSQLTransaction:
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         rows: list[Any] = await self._call("fetch", sql, *args)
+        return rows
+
+    async def fetch_writing(self, key: bytes, uri: str | None, sql: str, *args: Any) -> list[Any]:
+        """:meth:`fetch` of a statement that writes the object `key` (and the ACL of `uri`)
+        and nothing else: the :attr:`views` it cannot change are kept."""
+        kept = {
+            read: entry
+            for read, entry in self.views.items()
+            if key not in entry[1] and (uri is None or uri not in entry[2])
+        }
+        rows = await self.fetch(sql, *args)
+        self.views = kept
         return rows
 
     async def fetchrow(self, sql: str, *args: Any) -> Any:

@@ -226,13 +226,12 @@ class PostgreSQLStorageTransaction:
         bump = next_timestamp(previous, None if ignored else requested)
         args = _store_args(key, parent_id, resource_name, object_id, stored, bump)
         args += [bump.scope_timestamp, _live(stored) - 1, seen]
-        views = self._tx.views_kept_by(key, acl_uri)
         if acl_uri is None:
-            replaced = await self._tx.fetchval(_REPLACE_IF_LIVE, *args)
+            rows = await self._tx.fetch_writing(key, None, _REPLACE_IF_LIVE, *args)
         else:
-            replaced = await self._tx.fetchval(_replace_if_live_deleting_acl_sql(), *args, acl_uri)
-        self._tx.views = views
-        if not replaced:
+            sql = _replace_if_live_deleting_acl_sql()
+            rows = await self._tx.fetch_writing(key, acl_uri, sql, *args, acl_uri)
+        if not rows[0][0]:
             return None
         self._tx.locked[args[1]] = bump.scope_timestamp
         await self._written(key, None if stored.deleted else bump.object_timestamp)
@@ -314,12 +313,11 @@ class PostgreSQLStorageTransaction:
         bump = next_timestamp(previous, requested)
         args = _store_args(key, parent_id, resource_name, object_id, stored, bump)
         args += [bump.scope_timestamp, _live(stored)]
-        views = self._tx.views_kept_by(key, None if change is None else change.uri)
         if change is None:
-            rows = await self._tx.fetch(_CREATE_UNLESS_LIVE, *args)
+            rows = await self._tx.fetch_writing(key, None, _CREATE_UNLESS_LIVE, *args)
         else:
-            rows = await self._tx.fetch(_create_with_acl_sql(), *args, *change.args())
-        self._tx.views = views
+            sql = _create_with_acl_sql()
+            rows = await self._tx.fetch_writing(key, change.uri, sql, *args, *change.args())
         if rows[0][0]:  # a live object has the key: nothing was written
             if key in self._tx.seen:  # absent when this transaction read it
                 raise self._tx.conflict()
