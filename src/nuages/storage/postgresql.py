@@ -93,16 +93,13 @@ def object_key(parent_id: str, resource_name: str, object_id: str) -> bytes:
     return digest(parent_id, resource_name, object_id)
 
 
-def _read_depends_on(read: ObjectRead) -> tuple[frozenset[bytes], frozenset[str]]:
+def _read_depends_on(read: ObjectRead, key: bytes) -> tuple[frozenset[bytes], frozenset[str]]:
     """The object keys and the ACL URIs whose writes can change `read`'s answer (its
-    principals are all given: no stored ones to read)."""
-    keys = [
-        object_key(parent_id, name, object_id)
-        for name, parent_id, object_id in (
-            read.object,
-            *(() if read.parent is None else (read.parent,)),
-        )
-    ]
+    principals are all given: no stored ones to read); `key` is its object's."""
+    keys = {key}
+    if read.parent is not None:
+        name, parent_id, object_id = read.parent
+        keys.add(object_key(parent_id, name, object_id))
     uris = {uri for uri, _ in (*read.bound, *read.create_bound)}
     if read.acl_uri is not None:
         uris.add(read.acl_uri)
@@ -153,6 +150,8 @@ class PostgreSQLStorageTransaction:
         the grant and the ACL, for a change, one instead of four."""
         from nuages.postgresql.reads import object_read_sql
 
+        resource_name, parent_id, object_id = read.object
+        key = object_key(parent_id, resource_name, object_id)
         remembered = self._tx.views.get(read)
         if remembered is not None:
             view: ObjectView = remembered[0]
@@ -161,10 +160,8 @@ class PostgreSQLStorageTransaction:
             # A write not yet in its group commit reads before joining it, if it can; other
             # transactions read in themselves.
             view = reads.object_view(read, await self._tx.fetch_early(sql, *args))
-            self._tx.views[read] = (view, *_read_depends_on(read))
+            self._tx.views[read] = (view, *_read_depends_on(read, key))
         if self._tx.write:  # as get(): the object, as this transaction read it
-            resource_name, parent_id, object_id = read.object
-            key = object_key(parent_id, resource_name, object_id)
             obj = view.object
             self._tx.seen.setdefault(key, None if obj is None else int(obj["last_modified"]))
         return view
@@ -249,7 +246,7 @@ class PostgreSQLStorageTransaction:
         key = object_key(parent_id, resource_name, object_id)
         if self._tx.seen.get(key) is None:  # not read, or read as absent
             timestamp, _ = await self._create_unless_live(
-                resource_name, parent_id, object_id, stored, requested
+                key, resource_name, parent_id, object_id, stored, requested
             )
             return _decode(object_id, timestamp, stored.body)
         key, existing, previous = await self._lock(resource_name, parent_id, object_id)
@@ -282,19 +279,21 @@ class PostgreSQLStorageTransaction:
         object_id = obj["id"]
         if not self._writes_for(permission):
             return None
-        if self._tx.seen.get(object_key(parent_id, resource_name, object_id)) is not None:
+        key = object_key(parent_id, resource_name, object_id)
+        if self._tx.seen.get(key) is not None:
             return None  # read as live: create() raises, or conflicts
         stored = _encode(obj)
         change = ACLChange(uri, replace, add)
         requested = requested_timestamp(obj.get("last_modified"))
         timestamp, rows = await self._create_unless_live(
-            resource_name, parent_id, object_id, stored, requested, change
+            key, resource_name, parent_id, object_id, stored, requested, change
         )
         acl = change.result((row[1], row[2]) for row in rows)
         return _decode(object_id, timestamp, stored.body), acl
 
     async def _create_unless_live(
         self,
+        key: bytes,
         resource_name: str,
         parent_id: str,
         object_id: str,
@@ -306,8 +305,7 @@ class PostgreSQLStorageTransaction:
         (by this transaction or its group, before or now), no other writer can change its
         objects: the check and the write are one statement, which writes (with the ACL of
         `change`, if given) only if no live object has the key. The object's timestamp, and
-        the statement's rows."""
-        key = object_key(parent_id, resource_name, object_id)
+        the statement's rows. `key` is the object's (:func:`object_key`)."""
         self._check_writable()
         previous = await _lock_scope(self._tx, parent_id, resource_name)
         bump = next_timestamp(previous, requested)
