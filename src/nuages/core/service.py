@@ -255,8 +255,17 @@ class Service:
     def _deny(self, call: Call) -> Exception:
         return Forbidden() if call.caller.authenticated else Unauthorized()
 
-    async def _require(self, tx: Tx, call: Call, perm: str, uris: Mapping[str, str]) -> None:
-        if not await self._allowed(tx, call, perm, uris):
+    async def _require(
+        self,
+        tx: Tx,
+        call: Call,
+        perm: str,
+        uris: Mapping[str, str],
+        *,
+        checked: bool | None = None,
+    ) -> None:
+        """401/403 unless :meth:`_allowed` (`checked`: as there)."""
+        if not await self._allowed(tx, call, perm, uris, checked=checked):
             raise self._deny(call)
 
     def _read_key(self, spec: ResourceSpec) -> str:
@@ -615,8 +624,7 @@ class Service:
         else:
             existing, checked, create_checked = view.object, view.granted, view.create_granted
         if existing is None or call.if_none_match == preconditions.ANY:
-            if not await self._allowed(tx, call, "create", uris, checked=create_checked):
-                raise self._deny(call)
+            await self._require(tx, call, "create", uris, checked=create_checked)
         elif not await self._allowed(tx, call, "write", uris, checked=checked):
             raise self._deny(call)
         data, perms = self._parse_body(call)
