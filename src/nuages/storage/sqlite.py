@@ -403,14 +403,14 @@ def _object_read_text(
     given_slots = take(1 if given < 0 else given) if permissions else []
     user_slots = take(1 if users < 0 else users)
 
-    def sources() -> list[str]:
+    def sources(given_slots: list[str]) -> list[str]:
         found = [principals_sql(given, given_slots)] if given else []
         if users:
             found.append(f"({_principals_of(users, user_slots)})")
         return found
 
     if permissions:
-        granted = granted_sql(pairs, sources())
+        granted = granted_sql(pairs, sources(given_slots))
         selects.append(f"SELECT {reads.GRANTED}, NULL, NULL, NULL, NULL WHERE {granted}")
     if acl:
         selects.append(
@@ -419,9 +419,9 @@ def _object_read_text(
         )
     if creating:
         create_pairs = list(zip(take(len(creating)), map(literal, creating), strict=True))
-        if not permissions:
+        if not permissions:  # the principals given are numbered here, after the pairs
             given_slots = take(1 if given < 0 else given)
-        create_granted = granted_sql(create_pairs, sources())
+        create_granted = granted_sql(create_pairs, sources(given_slots))
         selects.append(f"SELECT {reads.CREATE_GRANTED}, {create_granted}, NULL, NULL, NULL")
     if users:
         columns = f"{reads.PRINCIPAL}, NULL, NULL, principal, NULL"
