@@ -255,3 +255,36 @@ async def test_killed_connections_give_503_then_recover(
         for _ in range(3):
             assert (await client.post(records, json={"data": {}})).status_code == 201
             assert (await client.get(records)).status_code == 200
+
+
+async def test_a_group_change_in_one_process_holds_at_once_in_the_other(
+    servers: list[str], clients: list[httpx.AsyncClient]
+) -> None:
+    """Each process keeps the group memberships it read (postgresql/reads.py): a change
+    made through the other process is seen by its very next read, listing or not."""
+    alice = clients[0]
+    records = f"{COLLECTION}/records"
+    assert (await alice.put(f"{records}/r", json={"data": {"v": 1}})).status_code == 201
+    async with httpx.AsyncClient(base_url=servers[1], auth=("bob", "pw"), timeout=20) as bob:
+        bob_id = (await bob.get("/")).json()["user"]["id"]
+        group = await alice.put("/buckets/b/groups/g", json={"data": {"members": []}})
+        assert group.status_code == 201, group.text
+        acl = {"permissions": {"read": ["/buckets/b/groups/g"]}}
+        assert (await alice.patch(COLLECTION, json=acl)).status_code == 200
+
+        async def bob_reads() -> tuple[int, int]:
+            return (
+                (await bob.get(f"{records}/r")).status_code,
+                (await bob.get(records)).status_code,
+            )
+
+        for members, expected in [
+            ([], (403, 403)),
+            ([bob_id], (200, 200)),
+            ([], (403, 403)),
+            ([bob_id], (200, 200)),
+        ]:
+            changed = await alice.patch("/buckets/b/groups/g", json={"data": {"members": members}})
+            assert changed.status_code == 200, changed.text
+            assert await bob_reads() == expected, members
+            assert await bob_reads() == expected, members  # and from what it kept

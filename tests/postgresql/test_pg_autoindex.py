@@ -3,7 +3,8 @@
 A listing written for its automatic index lists exactly what the memory oracle lists; the
 index is really built (``CREATE INDEX CONCURRENTLY``, valid) and the planner reads it in
 order; Total-Objects of a whole scope comes from ``timestamps.live_count``, which every
-write keeps exact and which the version 2 migration computes for an existing database.
+write keeps exact (test_pg_schema.py checks that the version 2 migration computes it for
+an existing database).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tests import oracle, services
 from tests.postgresql import test_pg_oracle as pg_oracle
 
 from nuages.core.objects import Filter, ListQuery, Sort
-from nuages.postgresql import CURRENT_SCHEMA_VERSION, PostgreSQLDatabase
+from nuages.postgresql import PostgreSQLDatabase
 from nuages.storage import postgresql as compiler
 from nuages.storage.autoindex import AutoIndexConfig
 from nuages.storage.memory import MemoryStorage
@@ -168,34 +169,3 @@ async def test_total_objects_of_a_scope_is_kept_by_writes(
     async with storage.transaction(write=True) as tx:
         await tx.purge("/p")
     assert await count() == 0
-
-
-async def test_migration_to_version_2_counts_existing_objects(
-    pg: tuple[str, PostgreSQLDatabase],
-) -> None:
-    url, db = pg
-    storage = PostgreSQLStorage(db)
-    async with storage.transaction(write=True) as tx:
-        for i in range(4):
-            await tx.create(RESOURCE, "/a", {"id": str(i)})
-        await tx.delete(RESOURCE, "/a", "0")
-        await tx.create(RESOURCE, "/b", {"id": "x"})
-    conn = await asyncpg.connect(url, timeout=10)
-    try:
-        await conn.execute(
-            "ALTER TABLE timestamps DROP COLUMN live_count;"
-            " UPDATE nuages_metadata SET value = '1' WHERE name = 'schema_version'"
-        )
-        await db.migrate()
-    finally:
-        # Leave the session's database with the current schema whatever happened.
-        await conn.execute(
-            "ALTER TABLE timestamps ADD COLUMN IF NOT EXISTS live_count BIGINT NOT NULL DEFAULT 0;"
-            f" UPDATE nuages_metadata SET value = '{CURRENT_SCHEMA_VERSION}'"
-            " WHERE name = 'schema_version'"
-        )
-        await conn.close()
-    assert await db.schema_version() == CURRENT_SCHEMA_VERSION == 2
-    async with storage.transaction(write=False) as tx:
-        assert await tx.count(RESOURCE, "/a", ListQuery()) == 3
-        assert await tx.count(RESOURCE, "/b", ListQuery()) == 1

@@ -1,4 +1,4 @@
-"""PostgreSQL schema versions, URLs and data JSONB cannot hold as such."""
+"""PostgreSQL schema versions and migrations, URLs and data JSONB cannot hold as such."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ import pytest
 from tests import services
 
 from nuages.core.errors import BackendError
+from nuages.core.objects import ListQuery
+from nuages.permission.postgresql import PostgreSQLPermission
 from nuages.postgresql import CURRENT_SCHEMA_VERSION, PostgreSQLDatabase
 from nuages.settings import Settings, SettingsError
+from nuages.storage.postgresql import PostgreSQLStorage
 from nuages.web.app import create_app
 
 ALICE = ("alice", "secret")
@@ -50,6 +53,58 @@ async def test_unmigrated_and_newer_schemas_are_refused(empty_db: PostgreSQLData
         await empty_db.check_schema()
     with pytest.raises(BackendError, match="upgrade Nuages"):
         await empty_db.migrate()
+
+
+# What each migration adds, undone: from a database of its version to one of the version
+# before.
+_DOWNGRADES = {
+    3: "DROP TRIGGER user_principals_changed ON user_principals;"
+    " DROP FUNCTION nuages_principals_changed(); DROP TABLE principals_version",
+    2: "ALTER TABLE timestamps DROP COLUMN live_count",
+}
+
+
+async def _principals_token(db: PostgreSQLDatabase) -> str:
+    async def read(tx: object) -> str:
+        return await tx.fetchval("SELECT token FROM principals_version")  # type: ignore[attr-defined,no-any-return]
+
+    return await db.run_read(read)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+async def test_an_older_database_is_migrated(empty_db: PostgreSQLDatabase, version: int) -> None:
+    await empty_db.migrate()
+    storage, permission = PostgreSQLStorage(empty_db), PostgreSQLPermission(empty_db)
+    async with storage.transaction(write=True) as tx:
+        for i in range(4):
+            await tx.create("record", "/a", {"id": str(i)})
+        await tx.delete("record", "/a", "0")
+        await tx.create("record", "/b", {"id": "x"})
+    async with permission.transaction(write=True) as ptx:
+        await ptx.add_user_principal("alice", "g")
+
+    async def downgrade(tx: object) -> None:
+        for n in range(CURRENT_SCHEMA_VERSION, version, -1):
+            await tx.execute(_DOWNGRADES[n])  # type: ignore[attr-defined]
+        await tx.execute(  # type: ignore[attr-defined]
+            f"UPDATE nuages_metadata SET value = '{version}' WHERE name = 'schema_version'"
+        )
+
+    await empty_db.run_write(downgrade)
+    with pytest.raises(BackendError, match="run `nuages migrate`"):
+        await empty_db.check_schema()
+    await empty_db.migrate()
+    assert await empty_db.schema_version() == CURRENT_SCHEMA_VERSION == 3
+    # Version 2: the live counts of existing scopes.
+    async with storage.transaction(write=False) as tx:
+        assert await tx.count("record", "/a", ListQuery()) == 3
+        assert await tx.count("record", "/b", ListQuery()) == 1
+    # Version 3: the principals' token, replaced by each change of them.
+    before = await _principals_token(empty_db)
+    async with permission.transaction(write=True) as ptx:
+        assert await ptx.get_user_principals("alice") == {"g"}
+        await ptx.remove_user_principal("alice", "g")
+    assert await _principals_token(empty_db) != before
 
 
 async def test_the_app_refuses_an_unmigrated_database(empty_db: PostgreSQLDatabase) -> None:

@@ -74,7 +74,7 @@ from nuages.core.errors import CURRENT_ATTEMPT, BackendError, Error, Transaction
 
 T = TypeVar("T")
 
-CURRENT_SCHEMA_VERSION: Final = 2
+CURRENT_SCHEMA_VERSION: Final = 3
 """Schema version this Nuages writes and expects (``schema.sql`` + ``migrations/``)."""
 
 # Members of one group commit: more subtransactions than PostgreSQL caches per transaction

@@ -3,7 +3,8 @@ holding both the storage and the permission tables."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
 from nuages.core.objects import ListQuery
 from nuages.postgresql.database import PostgreSQLDatabase, digest
@@ -15,26 +16,47 @@ from nuages.storage.protocol import ObjectRead, ObjectView, StoredObjects
 
 class PostgreSQLObjectReader:
     """:class:`~nuages.storage.protocol.ObjectReader`: outside any transaction (a statement
-    sees one snapshot, even in ``READ COMMITTED``); one round trip, two with stored
-    principals to read."""
+    sees one snapshot, even in ``READ COMMITTED``); one round trip, two when the stored
+    principals must be read.
+
+    Stored principals (group memberships) are kept, per user, with the token of
+    ``principals_version`` read in the same statement: every change of ``user_principals``
+    replaces that token in its own transaction (a trigger, ``schema.sql``). A read asks
+    for the current token along with the rest; when it is the kept one, the principals it
+    used were the stored ones in the read's snapshot, as if it had read them too. Else
+    they are read again, and so is the rest."""
 
     def __init__(self, db: PostgreSQLDatabase, indexer: AutoIndexer) -> None:
         self.db = db
         self.indexer = indexer  # the storage's automatic indexes (read_page uses them)
+        # user ids -> (their stored principals, the token read with them)
+        self._principals: dict[tuple[str, ...], tuple[frozenset[str], str]] = {}
 
     async def read_object(self, read: ObjectRead) -> ObjectView:
-        # Two statements on one connection: the stored principals, then the rest with
-        # every principal given. One statement joining user_principals to the ACL costs
-        # PostgreSQL more to plan (0.9 ms here, a custom plan each time) than both (0.3).
+        # Stored principals to read are read first, on the same connection, when not kept.
+        # One statement joining user_principals to the ACL costs PostgreSQL more to plan
+        # (0.9 ms here, a custom plan each time) than both (0.3).
         async with self.db.statements() as fetch:
-            stored: frozenset[str] = frozenset()
-            if read.user_ids:
-                stored = _principals(await fetch(_PRINCIPALS, *_principals_args(read.user_ids)))
-            given = read._replace(
-                user_ids=(), principals=tuple(dict.fromkeys((*read.principals, *stored)))
-            )
-            sql, args = object_read_sql(given)
-            view = reads.object_view(given, await fetch(sql, *args))
+            if not read.user_ids:
+                sql, args = object_read_sql(read)
+                return reads.object_view(read, await fetch(sql, *args))
+            known = self._principals.get(read.user_ids)
+            for _ in range(2):
+                if known is None:
+                    known = await self._read_principals(fetch, read.user_ids)
+                stored, token = known
+                given = read._replace(
+                    user_ids=(), principals=tuple(dict.fromkeys((*read.principals, *stored)))
+                )
+                sql, args = object_read_sql(given)
+                rows = await fetch(f"{sql} UNION ALL {_TOKEN}", *args)
+                if token in (row[3] for row in rows if row[0] == _TOKEN_TAG):
+                    break
+                # Changed since they were read: read them again. Should they change again
+                # before the next statement, the read is answered as it stands, from two
+                # snapshots (as when the principals are not kept).
+                known = None
+            view = reads.object_view(given, (row for row in rows if row[0] != _TOKEN_TAG))
         return view._replace(principals=stored)
 
     async def read_page(
@@ -46,21 +68,37 @@ class PostgreSQLObjectReader:
     async def stored_principals(self, user_ids: tuple[str, ...]) -> frozenset[str]:
         if not user_ids:
             return frozenset()
-        return _principals(await self.db.fetch_once(_PRINCIPALS, *_principals_args(user_ids)))
+        async with self.db.statements() as fetch:
+            return (await self._read_principals(fetch, user_ids))[0]
 
+    async def _read_principals(
+        self, fetch: Callable[..., Awaitable[list[Any]]], user_ids: tuple[str, ...]
+    ) -> tuple[frozenset[str], str]:
+        """The stored principals of `user_ids` and the token, in one statement; kept."""
+        rows = await fetch(_PRINCIPALS, *_principals_args(user_ids))
+        token = next(text for tag, text in rows if tag == _TOKEN_TAG)
+        known = frozenset(text for tag, text in rows if tag != _TOKEN_TAG), token
+        if user_ids not in self._principals and len(self._principals) >= MAX_KEPT_PRINCIPALS:
+            del self._principals[next(iter(self._principals))]  # the oldest kept
+        self._principals[user_ids] = known
+        return known
+
+
+MAX_KEPT_PRINCIPALS: Final = 10_000
+"""Users whose stored principals a reader keeps (the oldest is forgotten first)."""
+
+_TOKEN_TAG: Final = 9  # a row of no tag of nuages.storage.reads
+_TOKEN = f"SELECT {_TOKEN_TAG}, NULL, NULL, token, NULL FROM principals_version"
 
 _PRINCIPALS = (
-    "SELECT principal FROM user_principals"
+    "SELECT 0, principal FROM user_principals"
     " WHERE left(user_id, 200) = ANY($1::text[]) AND user_id = ANY($2::text[])"
+    f" UNION ALL SELECT {_TOKEN_TAG}, token FROM principals_version"
 )
 
 
 def _principals_args(user_ids: tuple[str, ...]) -> tuple[list[str], list[str]]:
     return [user_id[:200] for user_id in user_ids], list(user_ids)  # left() counts characters
-
-
-def _principals(rows: list[Any]) -> frozenset[str]:
-    return frozenset(principal for (principal,) in rows)
 
 
 def object_read_sql(read: ObjectRead) -> tuple[str, list[Any]]:

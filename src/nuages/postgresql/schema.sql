@@ -1,4 +1,4 @@
--- The Nuages schema for a fresh PostgreSQL database (version 2, CURRENT_SCHEMA_VERSION in
+-- The Nuages schema for a fresh PostgreSQL database (version 3, CURRENT_SCHEMA_VERSION in
 -- database.py). An older database is upgraded by the numbered files of migrations/ instead,
 -- so this file always describes the newest schema in full.
 --
@@ -85,6 +85,27 @@ CREATE TABLE user_principals (
 
 CREATE INDEX user_principals_user ON user_principals (left(user_id, 200));
 CREATE INDEX user_principals_principal ON user_principals (left(principal, 200));
+
+-- A token that every change of user_principals replaces, in its transaction: a process
+-- keeps the stored principals it read while the token read with them is current
+-- (postgresql/reads.py). One row.
+CREATE TABLE principals_version (
+    only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+    token TEXT NOT NULL
+);
+
+INSERT INTO principals_version (token) VALUES (md5(random()::text || clock_timestamp()::text));
+
+CREATE FUNCTION nuages_principals_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE principals_version SET token = md5(random()::text || clock_timestamp()::text);
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER user_principals_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON user_principals
+    FOR EACH STATEMENT EXECUTE FUNCTION nuages_principals_changed();
 
 -- Cache entries: JSON `value`, absolute expiry in epoch seconds (all processes agree).
 CREATE TABLE cache (
