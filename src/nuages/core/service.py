@@ -907,10 +907,11 @@ class Service:
     async def read_list(self, call: Call) -> Outcome | None:
         """:meth:`get_list` (not HEAD) outside any transaction, in two statements of the
         backends' reader: the parent with its ``read`` grant, then the page with the scope
-        timestamp (:class:`~nuages.storage.protocol.PageReader`). `call.caller` holds its
-        stored principals. None when the reader cannot answer alone (no ``read_page``, a
-        parent without a ``read`` grant, an id that is not valid, an empty page...): then
-        :meth:`get_list` in a transaction answers, from the start."""
+        timestamp (:class:`~nuages.storage.protocol.PageReader`). `call.caller` holds no
+        stored principals yet: they come with the parent's read, and replace it. None when
+        the reader cannot answer alone (no ``read_page``, a parent without a ``read``
+        grant, an id that is not valid, an empty page...): then :meth:`get_list` in a
+        transaction answers, from the start."""
         read_page = getattr(self.reader, "read_page", None)
         spec = call.spec
         parent = spec.parent
@@ -927,21 +928,16 @@ class Service:
             return None
         # The checks of get_list, in its order: visibility, parameters, parent.
         key = self._parent_key(spec, "read")
-        by_settings = self._granted_by_settings(call, key, "read")
-        bound = (
-            ()
-            if by_settings
-            else bound_permissions(self.tree, key, parent.level_uris(call.ids, pid))
-        )
         view = await self.reader.read_object(
             ObjectRead(
-                user_ids=(),
+                user_ids=stored_principal_holders(call.caller.user_id),
                 principals=call.caller.principals,
-                bound=tuple(bound),
+                bound=tuple(bound_permissions(self.tree, key, parent.level_uris(call.ids, pid))),
                 object=(parent.name, parent.parent_uri(call.ids), pid),
             )
         )
-        if not (by_settings or view.granted):
+        call.caller = with_stored_principals(call.caller, view.principals)
+        if not (self._granted_by_settings(call, key, "read") or view.granted):
             return None  # maybe some objects shared one by one, or 401/403
         params = self._list_params(call)
         checked_parent = view.object if spec.parent_must_exist else None

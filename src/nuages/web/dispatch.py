@@ -557,8 +557,8 @@ class Dispatcher:
 
         `read` serves a GET outside any transaction, when the service has a one-statement
         reader (:meth:`Service.read_object`) and no plugin rule adjusts the call.
-        `read_loaded` likewise, for a caller whose principals are read first
-        (:meth:`Service.read_list`); when it answers None, the transaction path does."""
+        `read_loaded` likewise, with a reader of pages (:meth:`Service.read_list`); when it
+        answers None, the transaction path does."""
 
         async def handler(req: WebRequest, params: dict[str, str], tx: Tx | None) -> WebResponse:
             route = self._route_for(spec, plural=plural)
@@ -566,16 +566,17 @@ class Dispatcher:
             user_id = await self.authenticator.authenticate(req, tx)
             service = route.service or self.service
             write = req.method not in ("GET", "HEAD")
-            if (
-                read is not None
-                and not write
-                and tx is None
-                and service.reader is not None
-                and route.prepare is None
-            ):
-                call = self._call(req, route, params, body, unloaded_caller(user_id))
-                outcome = await read(service, call, req)
-                return self._resource_response(req, outcome, req.method == "HEAD")
+            if not write and tx is None and service.reader is not None and route.prepare is None:
+                # The caller's stored principals come with the read.
+                if read is not None:
+                    call = self._call(req, route, params, body, unloaded_caller(user_id))
+                    outcome = await read(service, call, req)
+                    return self._resource_response(req, outcome, req.method == "HEAD")
+                if read_loaded is not None and service.reads_pages:
+                    call = self._call(req, route, params, body, unloaded_caller(user_id))
+                    read_outcome = await read_loaded(service, call, req)
+                    if read_outcome is not None:
+                        return self._resource_response(req, read_outcome, False)
             if write and tx is None and (attempt := errors.CURRENT_ATTEMPT.get()) is not None:
                 # Writes in one scope may share a commit (PostgreSQL group commit).
                 attempt.scope = req.path if plural else req.path.rpartition("/")[0]
@@ -584,16 +585,6 @@ class Dispatcher:
             preloaded = None
             if tx is None and service.reader is not None:
                 preloaded = await service.load_caller(user_id)
-                if (
-                    read_loaded is not None
-                    and not write
-                    and route.prepare is None
-                    and service.reads_pages
-                ):
-                    call = self._call(req, route, params, body, preloaded)
-                    read_outcome = await read_loaded(service, call, req)
-                    if read_outcome is not None:
-                        return self._resource_response(req, read_outcome, False)
             async with self.transaction(tx, write=write) as t:
                 caller = preloaded or await load_caller(t.permission, user_id)
                 call = self._call(req, route, params, body, caller)
