@@ -6,18 +6,23 @@ the principals again, in the same call."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import itertools
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from tests import services
 
 from nuages.core.authorization import AUTHENTICATED
+from nuages.core.errors import CURRENT_ATTEMPT, Attempt, TransactionConflict
 from nuages.permission.postgresql import PostgreSQLPermission
 from nuages.postgresql import PostgreSQLDatabase
 from nuages.postgresql import reads as pg_reads
+from nuages.settings import Settings
 from nuages.storage.postgresql import PostgreSQLStorage
 from nuages.storage.protocol import ObjectRead
+from nuages.web.app import create_app
 
 PARENT = "/buckets/b/collections/c"
 URI = f"{PARENT}/records/x"
@@ -25,8 +30,11 @@ GROUP = "/buckets/b/groups/g"
 
 
 @pytest.fixture
-async def pair() -> AsyncIterator[tuple[pg_reads.PostgreSQLObjectReader, PostgreSQLPermission]]:
-    """A reader, and the permission backend of another process (a database of its own)."""
+async def backends() -> AsyncIterator[
+    tuple[PostgreSQLStorage, pg_reads.PostgreSQLObjectReader, PostgreSQLPermission]
+]:
+    """A storage and its reader, and the permission backend of another process (a
+    database of its own)."""
     services.require("postgresql")
     url = await services.create_database()
     await services.empty_database(url)
@@ -36,9 +44,16 @@ async def pair() -> AsyncIterator[tuple[pg_reads.PostgreSQLObjectReader, Postgre
     other = PostgreSQLPermission(PostgreSQLDatabase(url, pool_size=2))
     async with other.transaction(write=True) as tx:
         await tx.add_principal_to_ace(URI, "read", GROUP)
-    yield reader, other
+    yield storage, reader, other
     await storage.aclose()
     await other.db.aclose()
+
+
+@pytest.fixture
+def pair(
+    backends: tuple[PostgreSQLStorage, pg_reads.PostgreSQLObjectReader, PostgreSQLPermission],
+) -> tuple[pg_reads.PostgreSQLObjectReader, PostgreSQLPermission]:
+    return backends[1], backends[2]
 
 
 @contextlib.asynccontextmanager
@@ -123,3 +138,113 @@ async def test_the_oldest_kept_principals_are_forgotten_first(
     assert [(await _granted(reader, user))[1] for user in "abab"] == [2, 2, 1, 1]
     assert (await _granted(reader, "c"))[1] == 2  # forgets a
     assert [(await _granted(reader, user))[1] for user in "bca"] == [1, 1, 2]
+
+
+@contextlib.contextmanager
+def _attempt(*, last: bool = False) -> Iterator[Attempt]:
+    """A request's attempt, as the dispatcher runs it."""
+    attempt = Attempt(last=last)
+    token = CURRENT_ATTEMPT.set(attempt)
+    try:
+        yield attempt
+    finally:
+        CURRENT_ATTEMPT.reset(token)
+
+
+USER = ("alice", AUTHENTICATED)
+
+
+_groups = itertools.count()
+
+
+async def _change(other: PostgreSQLPermission) -> None:
+    """Somebody's groups change (not alice's: any change replaces the token)."""
+    async with other.transaction(write=True) as tx:
+        await tx.add_user_principal("bob", f"/buckets/b/groups/g{next(_groups)}")
+
+
+async def test_stored_principals_answer_what_was_kept_to_be_confirmed_by_the_next_statement(
+    backends: tuple[PostgreSQLStorage, pg_reads.PostgreSQLObjectReader, PostgreSQLPermission],
+) -> None:
+    storage, reader, other = backends
+    assert await reader.stored_principals(USER) == frozenset()  # read, and kept
+    read = ObjectRead((), ("alice",), ((URI, "read"),), ("record", PARENT, "x"))
+
+    async def kept(attempt: Attempt) -> bool:
+        """Whether stored_principals answered from what it kept, without a statement."""
+        async with _sent(reader) as sent:
+            assert await reader.stored_principals(USER) == frozenset()
+        assert (attempt.unconfirmed is not None) == (not sent)
+        return not sent
+
+    # Confirmed by the object read of the request's transaction (in the same statement).
+    with _attempt() as attempt:
+        assert await kept(attempt)
+        async with storage.transaction(write=True) as tx:
+            await tx.read_object(read)
+        assert attempt.unconfirmed is None
+    # Or by its first statement, the token read first.
+    with _attempt() as attempt:
+        assert await kept(attempt)
+        async with storage.transaction(write=False) as tx:
+            assert await tx.get("record", PARENT, "x") is None
+        assert attempt.unconfirmed is None
+    # Changed since: either statement raises TransactionConflict, the rerun reads them.
+    for statement in ("read_object", "get"):
+        await _change(other)
+        with _attempt() as attempt:
+            assert await kept(attempt)
+            with pytest.raises(TransactionConflict):
+                async with storage.transaction(write=True) as tx:
+                    if statement == "read_object":
+                        await tx.read_object(read)
+                    else:
+                        await tx.get("record", PARENT, "x")
+        with _attempt() as attempt:
+            assert not await kept(attempt)
+    # The dispatcher's own check, when no statement confirmed them.
+    with _attempt() as attempt:
+        assert await kept(attempt)
+        assert attempt.unconfirmed is not None
+        assert await attempt.unconfirmed() is True
+    await _change(other)
+    with _attempt() as attempt:
+        assert await kept(attempt)
+        assert attempt.unconfirmed is not None
+        assert await attempt.unconfirmed() is False
+    with _attempt() as attempt:
+        assert not await kept(attempt)  # forgotten
+    # The last attempt, and work outside any attempt, read them.
+    with _attempt(last=True) as attempt:
+        assert not await kept(attempt)
+    async with _sent(reader) as sent:
+        assert await reader.stored_principals(USER) == frozenset()
+    assert len(sent) == 1
+
+
+async def test_the_dispatcher_confirms_kept_principals_that_no_statement_did() -> None:
+    """A request answered without a statement after its kept principals (a 400 for an id
+    that is not valid) has them confirmed by the dispatcher: changed, they are forgotten
+    and the request rerun."""
+    services.require("postgresql")
+    url = await services.create_database()
+    await services.empty_database(url)
+    app = create_app(Settings.load(env={}, storage_url=url), migrate=True)
+    other = PostgreSQLPermission(PostgreSQLDatabase(url, pool_size=1))
+    async with app.lifespan_context():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://t/v1", auth=("alice", "pw")
+        ) as client:
+            reader = app.dispatcher.service.reader  # type: ignore[attr-defined]
+            user_ids = ((await client.get("/")).json()["user"]["id"], AUTHENTICATED)
+            assert (await client.put("/buckets/b")).status_code == 201
+            kept = reader._principals[user_ids]  # read for the PUT, and kept
+            invalid = "/buckets/b/collections/c/records/not%20valid"
+            assert (await client.patch(invalid, json={"data": {}})).status_code == 400
+            assert reader._principals[user_ids] is kept  # confirmed: the token is current
+            await _change(other)
+            assert (await client.patch(invalid, json={"data": {}})).status_code == 400
+            # The token had changed: forgotten, and read again by the rerun.
+            assert reader._principals[user_ids][1] != kept[1]
+    await other.db.aclose()

@@ -21,6 +21,7 @@ The web layer maps each family to a status and an errno in exactly one table
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,11 +158,18 @@ class Attempt:
     an optimistic shortcut that can end in a conflict; setting ``careful`` asks the reruns
     to do without the shortcut. ``scope`` names the scope a write request writes in (the
     path of its plural endpoint, e.g. ``/v1/buckets/b/collections/c/records``): backends may
-    commit concurrent writes of one scope together."""
+    commit concurrent writes of one scope together.
+
+    ``unconfirmed``: the caller's stored principals were answered from what a backend
+    kept, and are not yet confirmed current. The backend confirms them with the request's
+    next statement; if none did, the dispatcher calls it before answering. It answers
+    False when they changed (the backend forgot them): the work is then rerun, reading
+    them anew. Never set on the last attempt."""
 
     last: bool
     careful: bool = False
     scope: str | None = None
+    unconfirmed: Callable[[], Awaitable[bool]] | None = None
 
 
 CURRENT_ATTEMPT: ContextVar[Attempt | None] = ContextVar("nuages_attempt", default=None)

@@ -238,6 +238,10 @@ class PostgreSQLTransaction:
             raise BackendError("this PostgreSQL transaction is already finished")
         if self.conn is None:
             await self.db._join(self)
+        # The caller's principals, if kept by the reader: confirmed before they count.
+        kept = take_kept_principals(self.db)
+        if kept is not None and not kept.confirmed(await self._call("fetchval", PRINCIPALS_TOKEN)):
+            raise TransactionConflict()
         if (self.views or not self.dirty) and _writes(sql):
             self.dirty = True
             self.views.clear()
@@ -281,6 +285,50 @@ class PostgreSQLTransaction:
     async def execute(self, sql: str, *args: Any) -> str:
         status: str = await self._call("execute", sql, *args)
         return status
+
+
+PRINCIPALS_TOKEN: Final = "SELECT token FROM principals_version"
+"""The token that every change of ``user_principals`` replaces (``schema.sql``)."""
+
+
+class KeptPrincipals:
+    """An :attr:`~nuages.core.errors.Attempt.unconfirmed` check: stored principals that a
+    reader answered from what it kept, with the token it read them with
+    (:class:`nuages.postgresql.reads.PostgreSQLObjectReader`). The request's next
+    statement in `db` confirms them (:func:`take_kept_principals`); if none does, the
+    dispatcher calls this object, which reads the token on its own."""
+
+    __slots__ = ("db", "forget", "token")
+
+    def __init__(self, db: PostgreSQLDatabase, token: str, forget: Callable[[], None]) -> None:
+        self.db = db
+        self.token = token
+        self.forget = forget  # the reader forgets them
+
+    def confirmed(self, current: object) -> bool:
+        """Whether `current`, the token now, is the one they were read with (else they
+        are forgotten)."""
+        if current == self.token:
+            return True
+        self.forget()
+        return False
+
+    async def __call__(self) -> bool:
+        rows = await self.db.fetch_once(PRINCIPALS_TOKEN)
+        return self.confirmed(rows[0][0] if rows else None)
+
+
+def take_kept_principals(db: PostgreSQLDatabase) -> KeptPrincipals | None:
+    """The current attempt's principals kept by a reader of `db` and not yet confirmed,
+    now to be confirmed by the caller (and no longer by anyone else)."""
+    attempt = CURRENT_ATTEMPT.get()
+    if attempt is None:
+        return None
+    kept = attempt.unconfirmed
+    if not isinstance(kept, KeptPrincipals) or kept.db is not db:
+        return None
+    attempt.unconfirmed = None
+    return kept
 
 
 class _Group:

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+from nuages.core.errors import CURRENT_ATTEMPT
 from nuages.core.objects import ListQuery
-from nuages.postgresql.database import PostgreSQLDatabase, digest
+from nuages.postgresql.database import KeptPrincipals, PostgreSQLDatabase, digest
 from nuages.storage import reads
 from nuages.storage.autoindex import AutoIndexer
 from nuages.storage.postgresql import read_page
@@ -24,7 +25,11 @@ class PostgreSQLObjectReader:
     replaces that token in its own transaction (a trigger, ``schema.sql``). A read asks
     for the current token along with the rest; when it is the kept one, the principals it
     used were the stored ones in the read's snapshot, as if it had read them too. Else
-    they are read again, and so is the rest."""
+    they are read again, and so is the rest.
+
+    :meth:`stored_principals` answers from what it kept too, within an attempt that can be
+    rerun: the request's next statement then confirms the token
+    (:class:`~nuages.postgresql.database.KeptPrincipals`), and a rerun reads them anew."""
 
     def __init__(self, db: PostgreSQLDatabase, indexer: AutoIndexer) -> None:
         self.db = db
@@ -49,14 +54,14 @@ class PostgreSQLObjectReader:
                     user_ids=(), principals=tuple(dict.fromkeys((*read.principals, *stored)))
                 )
                 sql, args = object_read_sql(given)
-                rows = await fetch(f"{sql} UNION ALL {_TOKEN}", *args)
-                if token in (row[3] for row in rows if row[0] == _TOKEN_TAG):
+                rows = await fetch(with_token(sql), *args)
+                if token_of(rows) == token:
                     break
                 # Changed since they were read: read them again. Should they change again
                 # before the next statement, the read is answered as it stands, from two
                 # snapshots (as when the principals are not kept).
                 known = None
-            view = reads.object_view(given, (row for row in rows if row[0] != _TOKEN_TAG))
+            view = reads.object_view(given, without_token(rows))
         return view._replace(principals=stored)
 
     async def read_page(
@@ -68,6 +73,19 @@ class PostgreSQLObjectReader:
     async def stored_principals(self, user_ids: tuple[str, ...]) -> frozenset[str]:
         if not user_ids:
             return frozenset()
+        known = self._principals.get(user_ids)
+        attempt = CURRENT_ATTEMPT.get()
+        if (
+            known is not None
+            and attempt is not None
+            and not attempt.last
+            and attempt.unconfirmed is None
+        ):
+            stored, token = known
+            attempt.unconfirmed = KeptPrincipals(
+                self.db, token, lambda: self._forget(user_ids, token)
+            )
+            return stored
         async with self.db.statements() as fetch:
             return (await self._read_principals(fetch, user_ids))[0]
 
@@ -82,6 +100,27 @@ class PostgreSQLObjectReader:
             del self._principals[next(iter(self._principals))]  # the oldest kept
         self._principals[user_ids] = known
         return known
+
+    def _forget(self, user_ids: tuple[str, ...], token: str) -> None:
+        """Forget the principals of `user_ids` kept with `token` (not newer ones)."""
+        known = self._principals.get(user_ids)
+        if known is not None and known[1] == token:
+            del self._principals[user_ids]
+
+
+def with_token(sql: str) -> str:
+    """The tagged read `sql` with a row for the current token of the principals."""
+    return f"{sql} UNION ALL {_TOKEN}"
+
+
+def token_of(rows: list[Any]) -> str | None:
+    """The token in the rows of a read :func:`with_token`."""
+    return next((row[3] for row in rows if row[0] == _TOKEN_TAG), None)
+
+
+def without_token(rows: list[Any]) -> list[Any]:
+    """The rows of a read :func:`with_token`, but the token's."""
+    return [row for row in rows if row[0] != _TOKEN_TAG]
 
 
 MAX_KEPT_PRINCIPALS: Final = 10_000

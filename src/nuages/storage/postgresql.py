@@ -58,7 +58,12 @@ from nuages.core.errors import BackendError, ObjectNotFound, TransactionConflict
 from nuages.core.filtering import compare_values, type_rank
 from nuages.core.objects import Comparison, Filter, Keyset, ListQuery, Sort
 from nuages.core.timestamps import Bump, next_timestamp, now_ms, requested_timestamp
-from nuages.postgresql.database import PostgreSQLDatabase, PostgreSQLTransaction, digest
+from nuages.postgresql.database import (
+    PostgreSQLDatabase,
+    PostgreSQLTransaction,
+    digest,
+    take_kept_principals,
+)
 from nuages.storage import reads
 from nuages.storage.autoindex import PREFIX, AutoIndexConfig, AutoIndexer, Shape, shape_of
 from nuages.storage.protocol import ObjectRead, ObjectView, StoredObject, StoredObjects
@@ -148,7 +153,7 @@ class PostgreSQLStorageTransaction:
         database (``PostgreSQLStorage.object_reader``). A parent and the caller's grant
         on it, for a create, cost one round trip instead of two; the parent, the object,
         the grant and the ACL, for a change, one instead of four."""
-        from nuages.postgresql.reads import object_read_sql
+        from nuages.postgresql.reads import object_read_sql, token_of, with_token, without_token
 
         resource_name, parent_id, object_id = read.object
         key = object_key(parent_id, resource_name, object_id)
@@ -157,9 +162,18 @@ class PostgreSQLStorageTransaction:
             view: ObjectView = remembered[0]
         else:
             sql, args = object_read_sql(read)
+            # The caller's principals, if kept by the reader, are confirmed by this read.
+            kept = take_kept_principals(self._db)
             # A write not yet in its group commit reads before joining it, if it can; other
             # transactions read in themselves.
-            view = reads.object_view(read, await self._tx.fetch_early(sql, *args))
+            if kept is None:
+                rows = await self._tx.fetch_early(sql, *args)
+            else:
+                rows = await self._tx.fetch_early(with_token(sql), *args)
+                if not kept.confirmed(token_of(rows)):
+                    raise TransactionConflict()
+                rows = without_token(rows)
+            view = reads.object_view(read, rows)
             self._tx.views[read] = (view, *_read_depends_on(read, key))
         if self._tx.write:  # as get(): the object, as this transaction read it
             obj = view.object

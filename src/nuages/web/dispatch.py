@@ -262,13 +262,22 @@ class Dispatcher:
             attempt = errors.Attempt(last=number == _TRANSACTION_ATTEMPTS, careful=careful)
             token = errors.CURRENT_ATTEMPT.set(attempt)
             try:
-                return await self._dispatch(req, tx)
+                answer = await self._dispatch(req, tx)
             except errors.TransactionConflict:
                 if attempt.last:
                     raise
                 careful = attempt.careful
+                continue
+            except errors.Error:
+                if await _confirmed(attempt):
+                    raise
+                careful = attempt.careful
+                continue
             finally:
                 errors.CURRENT_ATTEMPT.reset(token)
+            if await _confirmed(attempt):
+                return answer
+            careful = attempt.careful
         raise AssertionError("unreachable")  # the last attempt returns or raises
 
     def _eos(self) -> tuple[str, bool] | None:
@@ -604,6 +613,15 @@ class Dispatcher:
                 self._spec_routes[(id(spec), plural)] = route
                 return route
         raise LookupError(spec.name)  # pragma: no cover
+
+
+async def _confirmed(attempt: errors.Attempt) -> bool:
+    """Whether the caller's principals that `attempt` took from what a backend kept are
+    still current, when nothing confirmed them yet (a request answered without a statement
+    after them, such as a 403 decided by the settings): False, the answer rests on old
+    principals, and the attempt is rerun (never the last: it reads them anew)."""
+    check, attempt.unconfirmed = attempt.unconfirmed, None
+    return check is None or await check()
 
 
 def cache_headers(expires: int | None) -> dict[str, str]:
