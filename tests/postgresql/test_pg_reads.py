@@ -248,3 +248,27 @@ async def test_the_dispatcher_confirms_kept_principals_that_no_statement_did() -
             # The token had changed: forgotten, and read again by the rerun.
             assert reader._principals[user_ids][1] != kept[1]
     await other.db.aclose()
+
+
+async def test_without_the_token_row_nothing_is_kept(
+    pair: tuple[pg_reads.PostgreSQLObjectReader, PostgreSQLPermission],
+) -> None:
+    """Should the token's row be missing, the principals are read every time."""
+    reader, other = pair
+
+    async def token_row(sql: str) -> None:
+        async with other.transaction(write=True) as tx:
+            await tx._tx.execute(sql)
+
+    await token_row("DELETE FROM principals_version")
+    try:
+        assert await _granted(reader) == (False, 2)
+        assert await _granted(reader) == (False, 2)
+        async with other.transaction(write=True) as tx:
+            await tx.add_user_principal("alice", GROUP)
+        assert await _granted(reader) == (True, 2)
+        with _attempt() as attempt:
+            assert await reader.stored_principals(USER) == {GROUP}
+            assert attempt.unconfirmed is None  # read, not kept
+    finally:
+        await token_row("INSERT INTO principals_version (token) VALUES ('restored')")

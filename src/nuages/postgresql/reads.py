@@ -45,7 +45,7 @@ class PostgreSQLObjectReader:
             if not read.user_ids:
                 sql, args = object_read_sql(read)
                 return reads.object_view(read, await fetch(sql, *args))
-            known = self._principals.get(read.user_ids)
+            known: tuple[frozenset[str], str | None] | None = self._principals.get(read.user_ids)
             for _ in range(2):
                 if known is None:
                     known = await self._read_principals(fetch, read.user_ids)
@@ -91,14 +91,17 @@ class PostgreSQLObjectReader:
 
     async def _read_principals(
         self, fetch: Callable[..., Awaitable[list[Any]]], user_ids: tuple[str, ...]
-    ) -> tuple[frozenset[str], str]:
-        """The stored principals of `user_ids` and the token, in one statement; kept."""
+    ) -> tuple[frozenset[str], str | None]:
+        """The stored principals of `user_ids` and the token, in one statement; kept
+        (unless the token's row is missing: then nothing can tell when they change)."""
         rows = await fetch(_PRINCIPALS, *_principals_args(user_ids))
-        token = next(text for tag, text in rows if tag == _TOKEN_TAG)
+        token = next((text for tag, text in rows if tag == _TOKEN_TAG), None)
         known = frozenset(text for tag, text in rows if tag != _TOKEN_TAG), token
+        if token is None:
+            return known
         if user_ids not in self._principals and len(self._principals) >= MAX_KEPT_PRINCIPALS:
             del self._principals[next(iter(self._principals))]  # the oldest kept
-        self._principals[user_ids] = known
+        self._principals[user_ids] = (known[0], token)
         return known
 
     def _forget(self, user_ids: tuple[str, ...], token: str) -> None:
