@@ -16,10 +16,12 @@ from tests import services
 
 from nuages.core.authorization import AUTHENTICATED
 from nuages.core.errors import CURRENT_ATTEMPT, Attempt, TransactionConflict
+from nuages.core.objects import Filter, ListQuery, Sort
 from nuages.permission.postgresql import PostgreSQLPermission
 from nuages.postgresql import PostgreSQLDatabase
 from nuages.postgresql import reads as pg_reads
 from nuages.settings import Settings
+from nuages.storage.autoindex import AutoIndexConfig
 from nuages.storage.postgresql import PostgreSQLStorage
 from nuages.storage.protocol import ObjectRead
 from nuages.web.app import create_app
@@ -272,3 +274,47 @@ async def test_without_the_token_row_nothing_is_kept(
             assert attempt.unconfirmed is None  # read, not kept
     finally:
         await token_row("INSERT INTO principals_version (token) VALUES ('restored')")
+
+
+async def test_a_parent_and_a_page_are_one_statement_in_the_page_order(
+    backends: tuple[PostgreSQLStorage, pg_reads.PostgreSQLObjectReader, PostgreSQLPermission],
+) -> None:
+    """read_object_and_page answers the parent's read as read_object does, and the page
+    as the transactional listing (``list_stored``) does, in its order, in one statement
+    while the principals are kept."""
+    _, _, other = backends
+    # Automatic indexes off: a sorted or filtered shape waiting for its index is listed in
+    # a transaction instead (read_object_and_page answers None).
+    storage = PostgreSQLStorage(other.db, auto_index=AutoIndexConfig(max_indexes=0))
+    reader = storage.object_reader(other)
+    assert reader is not None
+    async with storage.transaction(write=True) as tx:
+        await tx.create("collection", "/buckets/b", {"id": "c"})
+        for i in range(30):
+            await tx.create("record", PARENT, {"id": f"r{i}", "n": (i * 7) % 10, "s": str(i)})
+        await tx.delete("record", PARENT, "r3")
+    parent = ObjectRead(USER, USER, ((URI, "read"),), ("collection", "/buckets/b", "c"))
+    queries = [
+        ListQuery(limit=11),
+        ListQuery(sorting=(Sort("n", 1), Sort("s", -1)), limit=7),
+        ListQuery(filters=(Filter("n", 3),), sorting=(Sort("s", 1),)),
+        ListQuery(include_deleted=True, limit=50),
+        ListQuery(filters=(Filter("n", 99),)),  # an empty page
+    ]
+    await reader.read_object(parent)  # its principals read, and kept
+    for query in queries:
+        async with storage.transaction(write=False) as tx:
+            listed = await tx.list_stored("record", PARENT, query)
+            timestamp = await tx.resource_timestamp("record", PARENT)
+        async with _sent(reader) as sent:
+            both = await reader.read_object_and_page(parent, "record", PARENT, query)
+        assert both is not None
+        view, page = both
+        assert view == await reader.read_object(parent)
+        assert view.object is not None and view.object["id"] == "c"
+        assert page == (None if not listed else (timestamp, listed)), query
+        assert len(sent) == 1, query  # the principals were kept since the first
+    await _change(other)
+    async with _sent(reader) as sent:
+        assert await reader.read_object_and_page(parent, "record", PARENT, queries[0])
+    assert len(sent) == 3  # an old token: the principals, then the read again

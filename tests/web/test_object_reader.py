@@ -151,16 +151,18 @@ async def test_a_caller_in_many_groups(make_client: AppFactory) -> None:
 
 
 class CountingPageReader(CountingReader):
-    """The real reader, counting the pages it answered alone (read_page not None)."""
+    """The real reader, counting the pages it answered alone (a page, not None)."""
 
     def __init__(self, reader: Any) -> None:
         super().__init__(reader)
         self.pages = 0
 
-    async def read_page(self, resource_name: str, parent_id: str, query: Any) -> Any:
-        page = await self.reader.read_page(resource_name, parent_id, query)
-        self.pages += page is not None
-        return page
+    async def read_object_and_page(
+        self, read: ObjectRead, resource_name: str, parent_id: str, query: Any
+    ) -> Any:
+        both = await self.reader.read_object_and_page(read, resource_name, parent_id, query)
+        self.pages += both is not None and both[1] is not None
+        return both
 
 
 async def test_page_reader_answers_as_the_transaction_path(
@@ -174,7 +176,7 @@ async def test_page_reader_answers_as_the_transaction_path(
     settings = {"bucket_create_principals": "system.Authenticated", "auto_index_max": 0}
     async with make_client(**settings) as client:
         service = client.app.dispatcher.service  # type: ignore[attr-defined]
-        if getattr(service.reader, "read_page", None) is None:
+        if getattr(service.reader, "read_object_and_page", None) is None:
             pytest.skip("this backend reads no page in one statement")
         counting = CountingPageReader(service.reader)
         await _setup(client)
@@ -231,7 +233,7 @@ async def test_page_reader_leaves_shapes_to_index_to_the_transaction(
     the transaction, which counts its shape towards building the index."""
     async with make_client(bucket_create_principals="system.Authenticated") as client:
         service = client.app.dispatcher.service  # type: ignore[attr-defined]
-        if getattr(service.reader, "read_page", None) is None:
+        if getattr(service.reader, "read_object_and_page", None) is None:
             pytest.skip("this backend reads no page in one statement")
         counting = CountingPageReader(service.reader)
         service.reader = counting

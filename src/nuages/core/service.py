@@ -137,7 +137,7 @@ class Service:
     def reads_pages(self) -> bool:
         """Whether :meth:`read_list` may answer: the reader also reads pages
         (:class:`~nuages.storage.protocol.PageReader`)."""
-        return getattr(self.reader, "read_page", None) is not None
+        return getattr(self.reader, "read_object_and_page", None) is not None
 
     @asynccontextmanager
     async def transaction(self, *, write: bool) -> AsyncIterator[Tx]:
@@ -905,46 +905,51 @@ class Service:
         raise self._deny(call)
 
     async def read_list(self, call: Call) -> Outcome | None:
-        """:meth:`get_list` (not HEAD) outside any transaction, in two statements of the
-        backends' reader: the parent with its ``read`` grant, then the page with the scope
+        """:meth:`get_list` (not HEAD) outside any transaction, in one statement of the
+        backends' reader: the parent with its ``read`` grant, and the page with the scope
         timestamp (:class:`~nuages.storage.protocol.PageReader`). `call.caller` holds no
         stored principals yet: they come with the parent's read, and replace it. None when
-        the reader cannot answer alone (no ``read_page``, a parent without a ``read``
-        grant, an id that is not valid, an empty page...): then :meth:`get_list` in a
-        transaction answers, from the start."""
-        read_page = getattr(self.reader, "read_page", None)
+        the reader cannot answer alone (no ``read_object_and_page``, a parent without a
+        ``read`` grant, an id that is not valid, an empty page...): then :meth:`get_list`
+        in a transaction answers, from the start."""
+        read_object_and_page = getattr(self.reader, "read_object_and_page", None)
         spec = call.spec
         parent = spec.parent
-        if (
-            read_page is None
-            or self.reader is None
-            or parent is None
-            or parent is OWNER
-            or spec.owned
-        ):
+        if read_object_and_page is None or parent is None or parent is OWNER or spec.owned:
             return None
         pid = call.ids[parent.name]
         if not parent.is_valid_id(pid):
             return None
-        # The checks of get_list, in its order: visibility, parameters, parent.
+        # The page's query is needed first (the parent and the page are read in one
+        # statement), but get_list checks visibility before parameters: parameters it
+        # refuses send the request to get_list, which answers in its order.
+        try:
+            params = self._list_params(call)
+            query, limit, offset = self._page_query(params, None)
+        except ValidationError:
+            return None
         key = self._parent_key(spec, "read")
-        view = await self.reader.read_object(
+        both = await read_object_and_page(
             ObjectRead(
                 user_ids=stored_principal_holders(call.caller.user_id),
                 principals=call.caller.principals,
                 bound=tuple(bound_permissions(self.tree, key, parent.level_uris(call.ids, pid))),
                 object=(parent.name, parent.parent_uri(call.ids), pid),
-            )
+            ),
+            spec.name,
+            spec.parent_uri(call.ids),
+            query,
         )
+        if both is None:
+            return None  # an automatic index to count: get_list does
+        view, page = both
+        # The checks of get_list, in its order: visibility, parameters, parent.
         call.caller = with_stored_principals(call.caller, view.principals)
         if not (self._granted_by_settings(call, key, "read") or view.granted):
             return None  # maybe some objects shared one by one, or 401/403
-        params = self._list_params(call)
         checked_parent = view.object if spec.parent_must_exist else None
         if spec.parent_must_exist and checked_parent is None:
             raise ObjectNotFound(parent.name, pid, parent=True)
-        query, limit, offset = self._page_query(params, None)
-        page = await read_page(spec.name, spec.parent_uri(call.ids), query)
         if page is None:
             return None
         timestamp, rows = page

@@ -11,7 +11,7 @@ from nuages.core.objects import ListQuery
 from nuages.postgresql.database import KeptPrincipals, PostgreSQLDatabase, digest
 from nuages.storage import reads
 from nuages.storage.autoindex import AutoIndexer
-from nuages.storage.postgresql import read_page
+from nuages.storage.postgresql import page_of, page_statement
 from nuages.storage.protocol import ObjectRead, ObjectView, StoredObjects
 
 
@@ -33,18 +33,55 @@ class PostgreSQLObjectReader:
 
     def __init__(self, db: PostgreSQLDatabase, indexer: AutoIndexer) -> None:
         self.db = db
-        self.indexer = indexer  # the storage's automatic indexes (read_page uses them)
+        self.indexer = indexer  # the storage's automatic indexes (listings use them)
         # user ids -> (their stored principals, the token read with them)
         self._principals: dict[tuple[str, ...], tuple[frozenset[str], str]] = {}
 
     async def read_object(self, read: ObjectRead) -> ObjectView:
-        # Stored principals to read are read first, on the same connection, when not kept.
-        # One statement joining user_principals to the ACL costs PostgreSQL more to plan
-        # (0.9 ms here, a custom plan each time) than both (0.3).
+        view, _ = await self._read(read, lambda given: _tagged_sql(given, []))
+        return view
+
+    async def read_object_and_page(
+        self, read: ObjectRead, resource_name: str, parent_id: str, query: ListQuery
+    ) -> tuple[ObjectView, tuple[int, StoredObjects] | None] | None:
+        """:class:`~nuages.storage.protocol.PageReader`: `read` (the parent and the
+        caller's grant on it) and the page, in one statement. None when the page is a
+        shape whose automatic index is still to count."""
+        page = await page_statement(self.indexer, resource_name, parent_id, query)
+        if page is None:
+            return None
+        page_sql, page_args = page
+
+        def statement(given: ObjectRead) -> tuple[str, list[Any]]:
+            # The tagged rows, then the page's in its order (a row number in a column of
+            # their own, since a UNION ALL promises no order), each row of 8 columns.
+            tagged, args = _tagged_sql(given, list(page_args))
+            return (
+                "SELECT * FROM ("
+                f"SELECT r.*, NULL::text, NULL::bigint, 0::bigint FROM ({tagged}) AS r"
+                f" UNION ALL SELECT {_PAGE_TAG}, p.last_modified, NULL::boolean, p.body, p.id,"
+                " p.raw_id, p.ts, row_number() OVER ()"
+                f" FROM ({page_sql}) AS p(id, raw_id, last_modified, body, ts)"
+                ") AS u ORDER BY 8",
+                args,
+            )
+
+        view, rows = await self._read(read, statement)
+        listed = [(row[4], row[5], row[1], row[3], row[6]) for row in rows if row[0] == _PAGE_TAG]
+        return view, page_of(listed)
+
+    async def _read(
+        self, read: ObjectRead, statement: Callable[[ObjectRead], tuple[str, list[Any]]]
+    ) -> tuple[ObjectView, list[Any]]:
+        """`read`, in the statement that `statement` makes of it once its principals are all
+        given (stored principals are read first, on the same connection, when not kept),
+        and that statement's rows. One statement joining user_principals to the ACL costs
+        PostgreSQL more to plan (0.9 ms here, a custom plan each time) than both (0.3)."""
         async with self.db.statements() as fetch:
             if not read.user_ids:
-                sql, args = object_read_sql(read)
-                return reads.object_view(read, await fetch(sql, *args))
+                sql, args = statement(read)
+                rows = await fetch(sql, *args)
+                return reads.object_view(read, _tagged_rows(rows)), rows
             known: tuple[frozenset[str], str | None] | None = self._principals.get(read.user_ids)
             for _ in range(2):
                 if known is None:
@@ -53,22 +90,16 @@ class PostgreSQLObjectReader:
                 given = read._replace(
                     user_ids=(), principals=tuple(dict.fromkeys((*read.principals, *stored)))
                 )
-                sql, args = object_read_sql(given)
-                rows = await fetch(with_token(sql), *args)
+                sql, args = statement(given)
+                rows = await fetch(sql, *args)
                 if token_of(rows) == token:
                     break
                 # Changed since they were read: read them again. Should they change again
                 # before the next statement, the read is answered as it stands, from two
                 # snapshots (as when the principals are not kept).
                 known = None
-            view = reads.object_view(given, without_token(rows))
-        return view._replace(principals=stored)
-
-    async def read_page(
-        self, resource_name: str, parent_id: str, query: ListQuery
-    ) -> tuple[int, StoredObjects] | None:
-        """:class:`~nuages.storage.protocol.PageReader`: one round trip."""
-        return await read_page(self.db, self.indexer, resource_name, parent_id, query)
+            view = reads.object_view(given, _tagged_rows(rows))
+        return view._replace(principals=stored), rows
 
     async def stored_principals(self, user_ids: tuple[str, ...]) -> frozenset[str]:
         if not user_ids:
@@ -111,6 +142,17 @@ class PostgreSQLObjectReader:
             del self._principals[user_ids]
 
 
+def _tagged_sql(read: ObjectRead, args: list[Any]) -> tuple[str, list[Any]]:
+    """:func:`object_read_sql` with the token's row (:func:`with_token`)."""
+    sql, args = object_read_sql(read, args)
+    return with_token(sql), args
+
+
+def _tagged_rows(rows: list[Any]) -> list[Any]:
+    """The rows of :func:`object_read_sql` among `rows` (their first five columns)."""
+    return [row[:5] for row in rows if row[0] != _TOKEN_TAG and row[0] != _PAGE_TAG]
+
+
 def with_token(sql: str) -> str:
     """The tagged read `sql` with a row for the current token of the principals."""
     return f"{sql} UNION ALL {_TOKEN}"
@@ -130,6 +172,7 @@ MAX_KEPT_PRINCIPALS: Final = 10_000
 """Users whose stored principals a reader keeps (the oldest is forgotten first)."""
 
 _TOKEN_TAG: Final = 9  # a row of no tag of nuages.storage.reads
+_PAGE_TAG: Final = 10  # a row of a page, after the tagged ones (read_object_and_page)
 _TOKEN = f"SELECT {_TOKEN_TAG}, NULL, NULL, token, NULL FROM principals_version"
 
 _PRINCIPALS = (
@@ -143,14 +186,15 @@ def _principals_args(user_ids: tuple[str, ...]) -> tuple[list[str], list[str]]:
     return [user_id[:200] for user_id in user_ids], list(user_ids)  # left() counts characters
 
 
-def object_read_sql(read: ObjectRead) -> tuple[str, list[Any]]:
+def object_read_sql(read: ObjectRead, args: list[Any] | None = None) -> tuple[str, list[Any]]:
     """The tagged ``UNION ALL`` of :mod:`nuages.storage.reads` for `read`, whose principals
     are all given (no `user_ids`: :meth:`PostgreSQLObjectReader.read_object` reads them
     first). Rows are keyed by digests (:mod:`nuages.storage.postgresql`,
-    :mod:`nuages.permission.postgresql`)."""
+    :mod:`nuages.permission.postgresql`). `args`: the parameters of a statement that it
+    will be a part of, which its own follow."""
     if read.user_ids:
         raise ValueError("read the stored principals first")
-    args: list[Any] = []
+    args = [] if args is None else args
 
     def bind(value: Any, cast: str = "") -> str:
         args.append(value)

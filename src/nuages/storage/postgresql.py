@@ -621,28 +621,27 @@ def _text(value: str) -> str:
     return value.replace("\x00", "\ufffd")
 
 
-async def read_page(
-    db: PostgreSQLDatabase,
-    indexer: AutoIndexer,
-    resource_name: str,
-    parent_id: str,
-    query: ListQuery,
-) -> tuple[int, StoredObjects] | None:
-    """The scope's timestamp and :meth:`PostgreSQLStorageTransaction.list_stored`'s rows,
-    in one statement outside any transaction (one snapshot: the timestamp is the ETag of
-    exactly these rows). None when the statement cannot tell it alone: the page is empty
-    or the scope was never written (no timestamp row), or the listing's shape has an
-    automatic index still to build (the transactional listing counts it)."""
+async def page_statement(
+    indexer: AutoIndexer, resource_name: str, parent_id: str, query: ListQuery
+) -> tuple[str, list[Any]] | None:
+    """The statement of a page of a listing outside any transaction, in one snapshot
+    (``PostgreSQLObjectReader.read_object_and_page``): rows (id, raw id, last_modified,
+    body, scope timestamp), ``list_stored``'s with the timestamp, which is the ETag of
+    exactly these rows. None when the listing's shape has an automatic index still to
+    build (the transactional listing counts it)."""
     shape = index_shape(resource_name, parent_id, query) if indexer.enabled else None
     index = None if shape is None else index_statement(shape)
     if index is not None:
         await indexer.refresh()
         if index[0] not in indexer.known:
             return None
-    sql, args = list_sql(
-        resource_name, parent_id, query, indexed=index is not None, with_timestamp=True
-    )
-    rows = await db.fetch_once(sql, *args)
+    return list_sql(resource_name, parent_id, query, indexed=index is not None, with_timestamp=True)
+
+
+def page_of(rows: Sequence[Sequence[Any]]) -> tuple[int, StoredObjects] | None:
+    """The scope's timestamp and the page, from the rows of :func:`page_statement`; None
+    when they cannot tell it: the page is empty, or the scope was never written (no
+    timestamp row)."""
     if not rows or rows[0][4] is None:
         return None
     return int(rows[0][4]), [_stored_row(*row[:4]) for row in rows]
@@ -1108,7 +1107,7 @@ def list_sql(
     """The statement and parameters of :meth:`PostgreSQLStorageTransaction.list`;
     `indexed`: written for the automatic index of its shape (:func:`index_statement`);
     `with_timestamp`: each row ends with the scope's timestamp (NULL when it has none),
-    read in the statement's snapshot (:func:`read_page`)."""
+    read in the statement's snapshot (:func:`page_statement`)."""
     params = _Params()
     conditions = _conditions(
         resource_name, parent_id, query, params, live_only=False, indexed=indexed

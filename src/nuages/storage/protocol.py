@@ -121,16 +121,18 @@ class StoredLister(Protocol):
 
 
 class PageReader(Protocol):
-    """Optional, on an :class:`ObjectReader`: a page of a listing and the scope's timestamp
-    in one statement, outside any transaction (one snapshot, so the timestamp is the ETag
-    of exactly this page)."""
+    """Optional, on an :class:`ObjectReader`: the read of a listing's parent (with the
+    caller's grant on it) and a page of the listing with the scope's timestamp, in one
+    statement outside any transaction (one snapshot, so the timestamp is the ETag of
+    exactly this page)."""
 
-    async def read_page(
-        self, resource_name: str, parent_id: str, query: ListQuery
-    ) -> tuple[int, StoredObjects] | None:
-        """The timestamp and the rows of :meth:`StoredLister.list_stored`; None when one
-        statement cannot tell (an empty page, a scope never written, an automatic index
-        to count): the service then lists in a transaction."""
+    async def read_object_and_page(
+        self, read: ObjectRead, resource_name: str, parent_id: str, query: ListQuery
+    ) -> tuple[ObjectView, tuple[int, StoredObjects] | None] | None:
+        """`read`'s view, and the timestamp and the rows of
+        :meth:`StoredLister.list_stored` (None when the statement cannot tell: an empty
+        page, a scope never written). None when the statement cannot be made (an automatic
+        index to count). Without both, the service lists in a transaction."""
         ...
 
 
