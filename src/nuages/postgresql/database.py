@@ -94,8 +94,11 @@ _UNAVAILABLE: Final = (
 )
 
 
+@functools.lru_cache(maxsize=16384)
 def digest(*parts: str) -> bytes:
-    """A fixed-size key for a tuple of strings of any length (injective encoding)."""
+    """A fixed-size key for a tuple of strings of any length (injective encoding).
+    Remembered: a read checks the same grants of a bucket and a collection at every
+    request (a digest per pair and principal), 0.76 µs each."""
     h = hashlib.sha256()
     for part in parts:
         data = part.encode("utf-8", "surrogatepass")
