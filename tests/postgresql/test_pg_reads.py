@@ -1,7 +1,9 @@
 """The one-statement object reads of PostgreSQL (postgresql/reads.py) and the stored
 principals they keep: kept per user with the token of ``principals_version``, which every
 change of ``user_principals`` replaces; a read whose token is not the kept one reads
-the principals again, in the same call."""
+the principals again, in the same call. A write request takes them unconfirmed, and its
+next statement (or the dispatcher) confirms them. A listing's parent and page are one
+statement."""
 
 from __future__ import annotations
 
