@@ -81,7 +81,7 @@ class PostgreSQLObjectReader:
             if not read.user_ids:
                 sql, args = statement(read)
                 rows = await fetch(sql, *args)
-                return reads.object_view(read, _tagged_rows(rows)), rows
+                return reads.object_view(read, tagged_rows(rows)), rows
             known: tuple[frozenset[str], str | None] | None = self._principals.get(read.user_ids)
             for _ in range(2):
                 if known is None:
@@ -98,7 +98,7 @@ class PostgreSQLObjectReader:
                 # before the next statement, the read is answered as it stands, from two
                 # snapshots (as when the principals are not kept).
                 known = None
-            view = reads.object_view(given, _tagged_rows(rows))
+            view = reads.object_view(given, tagged_rows(rows))
         return view._replace(principals=stored), rows
 
     async def stored_principals(self, user_ids: tuple[str, ...]) -> frozenset[str]:
@@ -148,8 +148,9 @@ def _tagged_sql(read: ObjectRead, args: list[Any]) -> tuple[str, list[Any]]:
     return with_token(sql), args
 
 
-def _tagged_rows(rows: list[Any]) -> list[Any]:
-    """The rows of :func:`object_read_sql` among `rows` (their first five columns)."""
+def tagged_rows(rows: list[Any]) -> list[Any]:
+    """The rows of :func:`object_read_sql` among `rows`, those of a statement that has the
+    token's row (:func:`with_token`) and maybe a page's (their first five columns)."""
     return [row[:5] for row in rows if row[0] != _TOKEN_TAG and row[0] != _PAGE_TAG]
 
 
@@ -161,11 +162,6 @@ def with_token(sql: str) -> str:
 def token_of(rows: list[Any]) -> str | None:
     """The token in the rows of a read :func:`with_token`."""
     return next((row[3] for row in rows if row[0] == _TOKEN_TAG), None)
-
-
-def without_token(rows: list[Any]) -> list[Any]:
-    """The rows of a read :func:`with_token`, but the token's."""
-    return [row for row in rows if row[0] != _TOKEN_TAG]
 
 
 MAX_KEPT_PRINCIPALS: Final = 10_000

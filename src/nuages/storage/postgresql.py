@@ -153,7 +153,7 @@ class PostgreSQLStorageTransaction:
         database (``PostgreSQLStorage.object_reader``). A parent and the caller's grant
         on it, for a create, cost one round trip instead of two; the parent, the object,
         the grant and the ACL, for a change, one instead of four."""
-        from nuages.postgresql.reads import object_read_sql, token_of, with_token, without_token
+        from nuages.postgresql.reads import object_read_sql, tagged_rows, token_of, with_token
 
         resource_name, parent_id, object_id = read.object
         key = object_key(parent_id, resource_name, object_id)
@@ -172,7 +172,7 @@ class PostgreSQLStorageTransaction:
                 rows = await self._tx.fetch_early(with_token(sql), *args)
                 if not kept.confirmed(token_of(rows)):
                     raise TransactionConflict()
-                rows = without_token(rows)
+                rows = tagged_rows(rows)
             view = reads.object_view(read, rows)
             self._tx.views[read] = (view, *_read_depends_on(read, key))
         if self._tx.write:  # as get(): the object, as this transaction read it
