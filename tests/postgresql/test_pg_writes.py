@@ -21,7 +21,13 @@ import asyncpg
 import pytest
 from tests import services
 
-from nuages.core.errors import CURRENT_ATTEMPT, Attempt, TransactionConflict, UnicityError
+from nuages.core.errors import (
+    CURRENT_ATTEMPT,
+    Attempt,
+    BackendError,
+    TransactionConflict,
+    UnicityError,
+)
 from nuages.core.objects import ListQuery
 from nuages.permission.postgresql import PostgreSQLPermission
 from nuages.postgresql import PostgreSQLDatabase
@@ -799,3 +805,250 @@ async def test_an_object_read_answers_the_create_grant_apart_when_asked(
             assert view.object is None
             view = await tx.read_object(read._replace(create_bound=()))
             assert (view.granted, view.create_granted) == (granted, None)
+
+
+# -- deferred writes of a group commit (PostgreSQLTransaction.fetch_deferrable) ---------
+# A member's create, update or delete, once its scope is locked, is sent with the group's
+# other deferred writes before the group's next statement or its commit. Should one
+# answer other than expected, the group fails and every member is rerun, the owners of
+# the deferred writes carefully.
+
+SCOPE = "/v1/scope"
+
+
+async def _request(
+    storage: PostgreSQLStorage,
+    name: str,
+    work: Callable[[PostgreSQLStorageTransaction], Awaitable[Any]],
+    runs: list[str],
+    *,
+    careful: bool = False,
+    last: bool = False,
+) -> Any:
+    """A write request of SCOPE, rerun on a TransactionConflict as the dispatcher does;
+    each run is appended to `runs`, with whether it was careful."""
+    for number in range(1, 5):
+        attempt = Attempt(last=last or number == 4, careful=careful, scope=SCOPE)
+        token = CURRENT_ATTEMPT.set(attempt)
+        runs.append(f"{name} careful" if careful or attempt.last else name)
+        try:
+            async with storage.transaction(write=True) as tx:
+                return await work(tx)
+        except TransactionConflict:
+            if attempt.last:
+                raise
+            careful = attempt.careful
+        finally:
+            CURRENT_ATTEMPT.reset(token)
+    raise AssertionError("unreachable")
+
+
+async def _in_order(*requests: Awaitable[Any]) -> list[Any]:
+    """Start `requests` a little apart (they join their group in this order)."""
+    tasks = []
+    for request in requests:
+        tasks.append(asyncio.ensure_future(request))
+        await asyncio.sleep(0.005)
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _creating(object_id: str, logged: list[Any] | None = None) -> Any:
+    async def work(tx: PostgreSQLStorageTransaction) -> Any:
+        created = await _create(tx, object_id)
+        if logged is not None and not logged:
+            tx._tx.conn.add_query_logger(logged.append)
+        await asyncio.sleep(0.02)  # the others queue behind it
+        return created
+
+    return work
+
+
+async def _objects(storage: PostgreSQLStorage) -> dict[str, Any]:
+    async with storage.transaction(write=False) as tx:
+        return {o["id"]: o for o in await tx.list(RECORD, PARENT, ListQuery())}
+
+
+async def test_the_writes_of_a_group_are_sent_together_before_its_commit(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    storage = storages[0]
+    runs: list[str] = []
+    logged: list[Any] = []
+    results = await _in_order(
+        *(_request(storage, f"m{i}", _creating(f"m{i}", logged), runs) for i in range(5))
+    )
+    assert runs == [f"m{i}" for i in range(5)]  # each ran once
+    # The first locked the scope; the others wrote nothing alone: one round trip for the
+    # five creates, then the commit.
+    creates = [r for r in logged if "INSERT INTO objects" in r.query]
+    assert len(creates) == 1 and len(creates[0].args) == 5, logged
+    assert [r.query for r in logged][-1] == "COMMIT;"
+    stored = await _objects(storage)
+    assert {k: v["last_modified"] for k, v in stored.items()} == {
+        r["id"]: r["last_modified"] for r in results
+    }
+    await _assert_scope_exact(storage)
+
+
+async def test_a_deferred_create_of_a_live_key_reruns_its_group_carefully(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    storage = storages[0]
+    taken = await _committed_create(storage, "x")
+    runs: list[str] = []
+    results = await _in_order(
+        _request(storage, "a", _creating("a"), runs),
+        _request(storage, "x", _creating("x"), runs),  # not read first: deferred
+        _request(storage, "b", _creating("b"), runs),
+    )
+    assert isinstance(results[1], UnicityError)  # found by its careful rerun
+    assert sorted(runs) == ["a", "a careful", "b", "b careful", "x", "x careful"]
+    stored = await _objects(storage)
+    assert sorted(stored) == ["a", "b", "x"]
+    assert stored["x"] == {"id": "x", "v": "new", "last_modified": taken}
+    await _assert_scope_exact(storage)
+
+
+async def test_a_deferred_update_of_an_object_changed_since_it_was_read_is_rerun(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    storage = storages[0]
+    await _committed_create(storage, "x")
+    runs: list[str] = []
+
+    async def update(tx: PostgreSQLStorageTransaction) -> Any:
+        assert await tx.get(RECORD, PARENT, "x") is not None
+        if len(runs) == 1:  # another process, between this read and the group's lock
+            async with storages[1].transaction(write=True) as other:
+                await other.update(RECORD, PARENT, "x", {"id": "x", "v": "other"})
+        return await tx.update(RECORD, PARENT, "x", {"id": "x", "v": f"run {len(runs)}"})
+
+    updated = await _request(storage, "u", update, runs)
+    assert runs == ["u", "u careful"]
+    assert updated["v"] == "run 2" == (await _objects(storage))["x"]["v"]
+    await _assert_scope_exact(storage)
+
+
+async def test_a_careful_member_follows_the_writes_before_it(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    """It starts with a savepoint: the deferred writes before it are sent first, and its
+    failure, rolled back to that savepoint, does not take them back."""
+    storage = storages[0]
+    runs: list[str] = []
+
+    async def failing(tx: PostgreSQLStorageTransaction) -> None:
+        await _create(tx, "undone")
+        raise RuntimeError()
+
+    results = await _in_order(
+        _request(storage, "a", _creating("a"), runs),
+        _request(storage, "careful", failing, runs, careful=True),
+        _request(storage, "b", _creating("b"), runs),
+    )
+    assert isinstance(results[1], RuntimeError)
+    assert runs == ["a", "careful careful", "b"]
+    assert sorted(await _objects(storage)) == ["a", "b"]
+    await _assert_scope_exact(storage)
+
+
+async def test_a_careful_member_is_not_rerun_when_the_writes_before_it_fail(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    storage = storages[0]
+    await _committed_create(storage, "x")
+    runs: list[str] = []
+    results = await _in_order(
+        _request(storage, "x", _creating("x"), runs),  # deferred, and fails
+        _request(storage, "careful", _creating("c"), runs, careful=True),
+    )
+    assert isinstance(results[0], UnicityError)
+    assert sorted(runs) == ["careful careful", "x", "x careful"]
+    assert sorted(await _objects(storage)) == ["c", "x"]
+    await _assert_scope_exact(storage)
+
+
+async def test_no_write_is_deferred_in_a_savepoint_and_none_before_it_is_lost(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    storage = storages[0]
+    runs: list[str] = []
+
+    async def work(tx: PostgreSQLStorageTransaction) -> None:
+        await _create(tx, "before")  # deferred
+        with pytest.raises(RuntimeError):
+            async with storage.transaction(write=True) as nested:
+                await _create(nested, "undone")
+                raise RuntimeError()
+        await _create(tx, "after")
+
+    await _request(storage, "m", work, runs)
+    assert runs == ["m"]
+    assert sorted(await _objects(storage)) == ["after", "before"]
+    await _assert_scope_exact(storage)
+
+
+@pytest.mark.parametrize("careful", [False, True])
+async def test_only_an_attempt_that_may_be_rerun_defers_its_writes(
+    storages: list[PostgreSQLStorage], careful: bool
+) -> None:
+    """A create of a live key: a careful (or last) attempt learns it at its write, another
+    at its commit (its rerun is careful)."""
+    storage = storages[0]
+    await _committed_create(storage, "x")
+    raised: list[str] = []
+
+    async def work(tx: PostgreSQLStorageTransaction) -> None:
+        await _create(tx, "a")
+        try:
+            await _create(tx, "x")
+        except UnicityError:
+            raised.append("at the write")
+            raise
+
+    runs: list[str] = []
+    with pytest.raises(UnicityError):
+        await _request(storage, "m", work, runs, careful=careful)
+    assert runs == (["m careful"] if careful else ["m", "m careful"])
+    assert raised == ["at the write"]  # by the careful run only
+    assert sorted(await _objects(storage)) == ["x"]
+
+
+async def test_a_group_whose_deferred_writes_cannot_be_sent_fails_every_member(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    storage = storages[0]
+    runs: list[str] = []
+
+    async def cut(tx: PostgreSQLStorageTransaction) -> None:
+        await _create(tx, "lost")
+        conn = await asyncpg.connect(storage.db.dsn)
+        try:
+            await conn.execute("SELECT pg_terminate_backend($1)", tx._tx.conn.get_server_pid())
+        finally:
+            await conn.close()
+
+    results = await _in_order(
+        _request(storage, "a", _creating("a"), runs),
+        _request(storage, "cut", cut, runs),
+    )
+    assert all(isinstance(result, BackendError) for result in results), results
+    assert runs == ["a", "cut"]
+    assert await _objects(storage) == {}
+    await _committed_create(storage, "later")  # the pool recovered
+    assert sorted(await _objects(storage)) == ["later"]
+
+
+async def test_a_statement_after_deferred_writes_sees_them(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    storage = storages[0]
+
+    async def work(tx: PostgreSQLStorageTransaction) -> Any:
+        created = await _create(tx, "a")
+        await _update(tx, "a")  # read as live by its create: deferred too
+        return created, await tx.get(RECORD, PARENT, "a")
+
+    created, read = await _request(storage, "m", work, [])
+    assert read["v"] == "updated" and read["last_modified"] > created["last_modified"]
+    await _assert_scope_exact(storage)

@@ -38,6 +38,20 @@ Group commit
     its failure rolls back alone, and the member after it starts with one too. A member
     that fails having only read undoes nothing.
 
+    Once the scope is locked, a member's create, update or delete is one statement whose
+    answer is known in advance when all goes well (no live object had the key; the object
+    was as read). Such a statement is *deferred* (:meth:`PostgreSQLTransaction.fetch_deferrable`):
+    the member goes on as if it had been answered so, and the group's deferred statements
+    are sent together, those of one SQL text in one pipelined round trip (asyncpg's
+    ``fetchmany``), before the group's next statement (a member's read sees them) or its
+    commit. So a group of creates costs its lock, one round trip and its ``COMMIT`` under
+    the scope's lock, not a round trip per member. Should a deferred statement answer
+    anything else (or fail), the group fails and all its members are rerun, the owners of
+    the deferred statements carefully: a careful or last attempt never defers, and learns
+    the answer from its statement. Only a group without a savepoint defers (a careful
+    member's savepoint follows the deferred statements before it, sent first), and no
+    statement is deferred in a nested savepoint.
+
     A request joins its lane at its first write, not when its transaction opens: its
     checks (the object, its parent and the caller's grant, read in one statement with
     :meth:`PostgreSQLTransaction.fetch_early` on a connection of its own) and its Python
@@ -70,7 +84,13 @@ import asyncpg  # type: ignore[import-untyped]
 
 from nuages.core.commits import settle
 from nuages.core.contexts import Given
-from nuages.core.errors import CURRENT_ATTEMPT, BackendError, Error, TransactionConflict
+from nuages.core.errors import (
+    CURRENT_ATTEMPT,
+    Attempt,
+    BackendError,
+    Error,
+    TransactionConflict,
+)
 
 T = TypeVar("T")
 
@@ -199,6 +219,9 @@ class PostgreSQLTransaction:
         # by any statement that writes, unless its caller says what it wrote
         # (:meth:`fetch_writing`), and by a savepoint's rollback.
         self.views: dict[Any, tuple[Any, frozenset[bytes], frozenset[str]]] = {}
+        # Savepoints open in it (:meth:`PostgreSQLDatabase.transaction`): no write is
+        # deferred within one, whose rollback would not undo it.
+        self.nested = 0
 
     def forget(self) -> None:
         """A savepoint was rolled back: what the transaction knew may no longer hold."""
@@ -241,6 +264,9 @@ class PostgreSQLTransaction:
             raise BackendError("this PostgreSQL transaction is already finished")
         if self.conn is None:
             await self.db._join(self)
+        if self.group is not None and self.group.pending:
+            self.dirty = True  # a failure now fails the group (its writes)
+            await self.db._flush(self.group)
         # The caller's principals, if kept by the reader: confirmed before they count.
         kept = take_kept_principals(self.db)
         if kept is not None and not kept.confirmed(await self._call("fetchval", PRINCIPALS_TOKEN)):
@@ -270,14 +296,50 @@ class PostgreSQLTransaction:
     async def fetch_writing(self, key: bytes, uri: str | None, sql: str, *args: Any) -> list[Any]:
         """:meth:`fetch` of a statement that writes the object `key` (and the ACL of `uri`)
         and nothing else: the :attr:`views` it cannot change are kept."""
-        kept = {
+        kept = self._views_kept(key, uri)
+        rows = await self.fetch(sql, *args)
+        self.views = kept
+        return rows
+
+    async def fetch_deferrable(
+        self, expected: tuple[Any, ...], key: bytes, uri: str | None, sql: str, *args: Any
+    ) -> list[Any]:
+        """:meth:`fetch_writing` of a statement expected to answer the single row
+        `expected`. In a group commit (module docs), the statement may be deferred: this
+        answers ``[expected]`` at once, and the statement is sent with the group's other
+        deferred writes before the group's next statement or its commit. Should it answer
+        anything else, the group fails and its members are rerun, carefully (without
+        deferring)."""
+        if self.finished:
+            raise BackendError("this PostgreSQL transaction is already finished")
+        if self.conn is None:
+            await self.db._join(self)
+        group = self.group
+        attempt = CURRENT_ATTEMPT.get()
+        if (
+            group is None
+            or self.nested
+            or group.savepoint is not None  # a failure would undo part of the group
+            or group.failed
+            or attempt is None
+            or attempt.last
+            or attempt.careful
+            or attempt.unconfirmed is not None  # the next statement confirms them
+        ):
+            return await self.fetch_writing(key, uri, sql, *args)
+        self.views = self._views_kept(key, uri)
+        self.dirty = True
+        group.pending.append(_Deferred(sql, args, expected, attempt))
+        return [expected]
+
+    def _views_kept(self, key: bytes, uri: str | None) -> dict[Any, Any]:
+        """The :attr:`views` that a write of the object `key` (and the ACL of `uri`)
+        cannot change."""
+        return {
             read: entry
             for read, entry in self.views.items()
             if key not in entry[1] and (uri is None or uri not in entry[2])
         }
-        rows = await self.fetch(sql, *args)
-        self.views = kept
-        return rows
 
     async def fetchrow(self, sql: str, *args: Any) -> Any:
         return await self._call("fetchrow", sql, *args)
@@ -334,6 +396,21 @@ def take_kept_principals(db: PostgreSQLDatabase) -> KeptPrincipals | None:
     return kept
 
 
+class _Deferred:
+    """A write statement of a member of a group commit, not sent yet
+    (:meth:`PostgreSQLTransaction.fetch_deferrable`)."""
+
+    __slots__ = ("args", "attempt", "expected", "sql")
+
+    def __init__(
+        self, sql: str, args: tuple[Any, ...], expected: tuple[Any, ...], attempt: Attempt
+    ) -> None:
+        self.sql = sql
+        self.args = args
+        self.expected = expected
+        self.attempt = attempt
+
+
 class _Group:
     """Write transactions of one scope sharing one PostgreSQL transaction (module docs)."""
 
@@ -352,6 +429,7 @@ class _Group:
         self.broken = False  # the connection's state is unknown: discard it
         self.ended = False
         self.committer: asyncio.Task[None] | None = None
+        self.pending: list[_Deferred] = []  # deferred writes, in the order they were made
 
 
 class _Lane:
@@ -444,11 +522,15 @@ class PostgreSQLDatabase:
         self, current: PostgreSQLTransaction
     ) -> AsyncIterator[PostgreSQLTransaction]:
         await current.join()
+        if current.group is not None and current.group.pending:
+            current.dirty = True
+            await self._flush(current.group)  # the savepoint follows the writes before it
         try:
             nested = current.conn.transaction()
             await nested.start()
         except _UNAVAILABLE as exc:
             raise _backend_error(exc) from exc
+        current.nested += 1
         try:
             yield current
         except BaseException:
@@ -464,6 +546,8 @@ class PostgreSQLDatabase:
                 await nested.commit()
             except _UNAVAILABLE as exc:
                 raise _backend_error(exc) from exc
+        finally:
+            current.nested -= 1
 
     def _outermost(self, *, write: bool) -> AbstractAsyncContextManager[PostgreSQLTransaction]:
         """A new transaction: for a write request, a member of its scope's group commit
@@ -567,6 +651,11 @@ class PostgreSQLDatabase:
         await lane.lock.acquire()
         try:
             group = lane.group
+            if group is not None and group.pending and _careful_member(group):
+                # It starts with a savepoint, after the writes before it: they are sent
+                # now, and should they fail, it joins another group.
+                with contextlib.suppress(TransactionConflict, BackendError):
+                    await self._flush(group)
             if group is not None and (group.failed or len(group.members) >= MAX_GROUP):
                 await self._end_group(lane, group)  # full (or failed): commit it first
                 group = None
@@ -610,9 +699,8 @@ class PostgreSQLDatabase:
     async def _member(self, group: _Group) -> None:
         """Start a member of `group`: with a savepoint when it is a careful attempt or
         follows one (module docs), and the group has members before it."""
-        attempt = CURRENT_ATTEMPT.get()
-        careful = attempt is None or attempt.last or attempt.careful
-        if group.ran and (careful or group.careful):
+        careful = _careful(CURRENT_ATTEMPT.get())
+        if _careful_member(group):
             try:
                 await group.conn.execute(f"SAVEPOINT nuages_{group.ran}", timeout=self.timeout)
             except _UNAVAILABLE as exc:
@@ -636,6 +724,7 @@ class PostgreSQLDatabase:
             group.failed = group.rerun = True  # rolled back when the group ends
             return
         number, before = group.savepoint
+        group.pending.clear()  # made after the savepoint (the savepoint flushed them)
         try:
             await group.conn.execute(f"ROLLBACK TO SAVEPOINT nuages_{number}", timeout=self.timeout)
         except BaseException:
@@ -644,6 +733,41 @@ class PostgreSQLDatabase:
         rerun = group.members[before:]
         del group.members[before:]
         settle(rerun, TransactionConflict())
+
+    async def _flush(self, group: _Group) -> None:
+        """Send the deferred writes of `group` (:meth:`PostgreSQLTransaction.fetch_deferrable`),
+        in order, those of one statement together (one round trip). Should one fail or
+        answer other than expected, the group fails and its members are rerun (raises
+        :class:`TransactionConflict`), the owners of the deferred writes carefully; or, with
+        the connection in an unknown state, raises :class:`BackendError`."""
+        pending, group.pending = group.pending, []
+        if group.failed:
+            return  # rolled back at its end
+        start = 0
+        while start < len(pending):
+            sql = pending[start].sql
+            end = start + 1
+            while end < len(pending) and pending[end].sql == sql:
+                end += 1
+            run = pending[start:end]
+            try:
+                rows = await group.conn.fetchmany(
+                    sql, [deferred.args for deferred in run], timeout=self.timeout
+                )
+            except _UNAVAILABLE as exc:
+                if _connection_lost(exc):
+                    group.failed = group.broken = True
+                    raise _backend_error(exc) from exc
+                rows = None
+            except BaseException:
+                group.failed = group.broken = True  # cancelled mid-statement
+                raise
+            if rows is None or [tuple(row) for row in rows] != [d.expected for d in run]:
+                for deferred in pending:
+                    deferred.attempt.careful = True
+                group.failed = group.rerun = True
+                raise TransactionConflict()
+            start = end
 
     async def _commit_later(self, scope: str, lane: _Lane, group: _Group) -> None:
         # Queued behind the requests already waiting for the lane: they join the group.
@@ -672,10 +796,20 @@ class PostgreSQLDatabase:
                     group.broken = True
         else:
             try:
-                await group.pg_tx.commit()
-            except BaseException as exc:
-                group.broken = True  # the commit may or may not have happened
-                error = _backend_error(exc) if isinstance(exc, _UNAVAILABLE) else exc
+                await self._flush(group)
+            except (TransactionConflict, BackendError) as exc:
+                error = exc
+            else:
+                try:
+                    await group.pg_tx.commit()
+                except BaseException as exc:
+                    group.broken = True  # the commit may or may not have happened
+                    error = _backend_error(exc) if isinstance(exc, _UNAVAILABLE) else exc
+            if error is not None and not group.broken:
+                try:
+                    await group.pg_tx.rollback()
+                except BaseException:
+                    group.broken = True
         if group.broken:
             _discard(group.conn)
         with contextlib.suppress(*_UNAVAILABLE):
@@ -805,6 +939,16 @@ class PostgreSQLDatabase:
                 await asyncio.wait_for(pool.close(), self.timeout)
             except (TimeoutError, *_UNAVAILABLE):
                 pool.terminate()
+
+
+def _careful(attempt: Attempt | None) -> bool:
+    """Whether an attempt does without the shortcuts that end in a rerun."""
+    return attempt is None or attempt.last or attempt.careful
+
+
+def _careful_member(group: _Group) -> bool:
+    """Whether the request about to join `group` starts with a savepoint (module docs)."""
+    return bool(group.ran) and (_careful(CURRENT_ATTEMPT.get()) or group.careful)
 
 
 _MIGRATION_NAME = re.compile(r"(\d{3})_\w+\.sql")

@@ -31,7 +31,10 @@ statement, the first included, that moves the scope's row with the object: a cre
 written only where no live object has the key (with its ACL: ``create_with_acl``), an
 update or a delete of an object the transaction read as live only where it is still as
 read (``_replace_seen``; else the object as committed now is read first, to tell a
-conflict from the transaction's own purge: two statements). A write whose object changed
+conflict from the transaction's own purge: two statements). In a group commit, these
+one-statement writes are deferred and sent together (``PostgreSQLTransaction.fetch_deferrable``,
+:mod:`nuages.postgresql.database`): the answer each expects is the one they give when
+they write. A write whose object changed
 since this transaction read it (the read happened before the lock, maybe before the
 request joined its group commit: ``PostgreSQLTransaction.fetch_early``) raises
 :class:`TransactionConflict`: the request is rerun and its precondition (``If-Match``) is
@@ -238,10 +241,10 @@ class PostgreSQLStorageTransaction:
         args = _store_args(key, parent_id, resource_name, object_id, stored, bump)
         args += [bump.scope_timestamp, _live(stored) - 1, seen]
         if acl_uri is None:
-            rows = await self._tx.fetch_writing(key, None, _REPLACE_IF_LIVE, *args)
+            rows = await self._tx.fetch_deferrable(_UNCHANGED, key, None, _REPLACE_IF_LIVE, *args)
         else:
             sql = _replace_if_live_deleting_acl_sql()
-            rows = await self._tx.fetch_writing(key, acl_uri, sql, *args, acl_uri)
+            rows = await self._tx.fetch_deferrable(_UNCHANGED, key, acl_uri, sql, *args, acl_uri)
         if not rows[0][0]:
             return None
         self._tx.locked[args[1]] = bump.scope_timestamp
@@ -326,10 +329,14 @@ class PostgreSQLStorageTransaction:
         args = _store_args(key, parent_id, resource_name, object_id, stored, bump)
         args += [bump.scope_timestamp, _live(stored)]
         if change is None:
-            rows = await self._tx.fetch_writing(key, None, _CREATE_UNLESS_LIVE, *args)
+            rows = await self._tx.fetch_deferrable(
+                _NONE_LIVE, key, None, _CREATE_UNLESS_LIVE, *args
+            )
         else:
             sql = _create_with_acl_sql()
-            rows = await self._tx.fetch_writing(key, change.uri, sql, *args, *change.args())
+            rows = await self._tx.fetch_deferrable(
+                _NONE_LIVE_NO_ACL, key, change.uri, sql, *args, *change.args()
+            )
         if rows[0][0]:  # a live object has the key: nothing was written
             if key in self._tx.seen:  # absent when this transaction read it
                 raise self._tx.conflict()
@@ -693,6 +700,11 @@ _CREATE_UNLESS_LIVE_CTES: Final = (
     + ")"
 )
 _LIVE: Final = " SELECT EXISTS (SELECT FROM live)"
+# What these statements answer when they write (PostgreSQLTransaction.fetch_deferrable):
+# no live object had the key (and it had no ACL), or it was unchanged.
+_NONE_LIVE: Final = (False,)
+_NONE_LIVE_NO_ACL: Final = (False, None, None)
+_UNCHANGED: Final = (True,)
 _CREATE_UNLESS_LIVE: Final = _CREATE_UNLESS_LIVE_CTES + _LIVE
 
 
