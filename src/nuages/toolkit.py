@@ -37,6 +37,7 @@ from nuages.core.resource import (
     OWNER,
     UUID_PATTERN,
     generate_name,
+    generate_sortable_uuid,
     generate_uuid,
 )
 from nuages.core.resource import ResourceSpec as Resource
@@ -79,6 +80,7 @@ __all__ = [
     "ValidationError",
     "create_app",
     "generate_name",
+    "generate_sortable_uuid",
     "generate_uuid",
     "now_ms",
 ]

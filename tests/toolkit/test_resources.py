@@ -191,6 +191,7 @@ def test_the_public_api_is_pinned() -> None:
         "ValidationError",
         "create_app",
         "generate_name",
+        "generate_sortable_uuid",
         "generate_uuid",
         "now_ms",
     ]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import re
+import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 from tests.conftest import ALICE, BOB, userid
+
+from nuages.toolkit import generate_sortable_uuid
 
 BUCKET = "/v1/buckets/b"
 COLLECTION = f"{BUCKET}/collections/c"
@@ -91,6 +96,26 @@ async def test_post_creates_with_201_and_creator_write(client: httpx.AsyncClient
     assert body["permissions"] == {"write": [alice()]}
     assert _etag(response) == body["data"]["last_modified"]
     assert "Last-Modified" in response.headers
+
+
+async def test_posted_records_get_uuid4s_that_sort_by_creation_time(
+    client: httpx.AsyncClient,
+) -> None:
+    await _collection(client)
+    before = time.time_ns() // 1_000_000
+    ids = []
+    for _ in range(20):
+        response = await client.post(RECORDS, json={"data": {}})
+        ids.append(response.json()["data"]["id"])
+        await asyncio.sleep(0.002)  # a millisecond apart at least
+    after = time.time_ns() // 1_000_000
+    assert all(UUID4.match(i) for i in ids)
+    assert ids == sorted(ids) and len(set(ids)) == 20
+    made = [uuid.UUID(i).int >> 80 for i in ids]  # the first 48 bits: milliseconds
+    assert before <= made[0] and made[-1] <= after
+    # Their 74 random bits differ from one id to the next.
+    same_ms = [uuid.UUID(generate_sortable_uuid()).int for _ in range(2000)]
+    assert len({value & (2**76 - 1) for value in same_ms}) == 2000
 
 
 async def test_post_with_permissions(client: httpx.AsyncClient) -> None:

@@ -9,7 +9,7 @@ from jsonschema_rs import meta as jsonschema_meta
 
 from nuages.core.authorization import AUTHENTICATED, EVERYONE
 from nuages.core.errors import ValidationError
-from nuages.core.resource import NAME_PATTERN, ResourceSpec, generate_name, generate_uuid
+from nuages.core.resource import NAME_PATTERN, ResourceSpec, generate_name, generate_sortable_uuid
 from nuages.core.service import Tx
 
 JSONObject = dict[str, Any]
@@ -159,7 +159,7 @@ RECORD = ResourceSpec(
     name="record",
     plural="records",
     parent=COLLECTION,
-    generate_id=generate_uuid,
+    generate_id=generate_sortable_uuid,
     permissions=("read", "write"),
     parent_must_exist=True,
 )

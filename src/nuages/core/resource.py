@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import re
 import secrets
 import string
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -47,7 +49,25 @@ def generate_name() -> str:
 
 
 def generate_uuid() -> str:
+    """A random UUID (version 4)."""
     return str(uuid.uuid4())
+
+
+def generate_sortable_uuid() -> str:
+    """A UUID in the version-4 format (any check of a uuid4 accepts it) whose first 48 bits
+    are the current time in milliseconds and whose other 74 bits are random. Ids made one
+    after the other sort together, so the indexes of a collection grow at one end rather
+    than at random places: an embedded database writes far fewer pages per create. Two ids
+    made in one millisecond differ by 74 random bits. It tells when it was made."""
+    random = int.from_bytes(os.urandom(10), "big")  # 80 bits, 74 used
+    value = (
+        (time.time_ns() // 1_000_000) << 80
+        | 0x4 << 76  # version 4
+        | (random >> 68) << 64  # 12 random bits
+        | 0b10 << 62  # the RFC 4122 variant
+        | random & (2**62 - 1)  # 62 random bits
+    )
+    return str(uuid.UUID(int=value))
 
 
 async def _no_hook(tx: Tx, uri: str, old: JSONObject | None, new: JSONObject | None) -> None:
