@@ -807,11 +807,12 @@ async def test_an_object_read_answers_the_create_grant_apart_when_asked(
             assert (view.granted, view.create_granted) == (granted, None)
 
 
-# -- deferred writes of a group commit (PostgreSQLTransaction.fetch_deferrable) ---------
-# A member's create, update or delete, once its scope is locked, is sent with the group's
-# other deferred writes before the group's next statement or its commit. Should one
-# answer other than expected, the group fails and every member is rerun, the owners of
-# the deferred writes carefully.
+# -- deferred writes (PostgreSQLTransaction.fetch_deferrable) ---------------------------
+# A create, update or delete, once its scope is locked, is sent with the transaction's
+# other deferred writes (a group commit's: its members') before its next statement or
+# its commit. Should one answer other than expected, the transaction (every member of the
+# group) is rerun, the owners of the deferred writes carefully. A request without a scope
+# (a batch) has a transaction of its own.
 
 SCOPE = "/v1/scope"
 
@@ -824,11 +825,12 @@ async def _request(
     *,
     careful: bool = False,
     last: bool = False,
+    scope: str | None = SCOPE,
 ) -> Any:
-    """A write request of SCOPE, rerun on a TransactionConflict as the dispatcher does;
-    each run is appended to `runs`, with whether it was careful."""
+    """A write request of `scope` (a batch: None), rerun on a TransactionConflict as the
+    dispatcher does; each run is appended to `runs`, with whether it was careful."""
     for number in range(1, 5):
-        attempt = Attempt(last=last or number == 4, careful=careful, scope=SCOPE)
+        attempt = Attempt(last=last or number == 4, careful=careful, scope=scope)
         token = CURRENT_ATTEMPT.set(attempt)
         runs.append(f"{name} careful" if careful or attempt.last else name)
         try:
@@ -968,8 +970,9 @@ async def test_a_careful_member_is_not_rerun_when_the_writes_before_it_fail(
     await _assert_scope_exact(storage)
 
 
+@pytest.mark.parametrize("scope", [SCOPE, None])
 async def test_no_write_is_deferred_in_a_savepoint_and_none_before_it_is_lost(
-    storages: list[PostgreSQLStorage],
+    storages: list[PostgreSQLStorage], scope: str | None
 ) -> None:
     storage = storages[0]
     runs: list[str] = []
@@ -982,15 +985,16 @@ async def test_no_write_is_deferred_in_a_savepoint_and_none_before_it_is_lost(
                 raise RuntimeError()
         await _create(tx, "after")
 
-    await _request(storage, "m", work, runs)
+    await _request(storage, "m", work, runs, scope=scope)
     assert runs == ["m"]
     assert sorted(await _objects(storage)) == ["after", "before"]
     await _assert_scope_exact(storage)
 
 
+@pytest.mark.parametrize("scope", [SCOPE, None])
 @pytest.mark.parametrize("careful", [False, True])
 async def test_only_an_attempt_that_may_be_rerun_defers_its_writes(
-    storages: list[PostgreSQLStorage], careful: bool
+    storages: list[PostgreSQLStorage], careful: bool, scope: str | None
 ) -> None:
     """A create of a live key: a careful (or last) attempt learns it at its write, another
     at its commit (its rerun is careful)."""
@@ -1008,7 +1012,7 @@ async def test_only_an_attempt_that_may_be_rerun_defers_its_writes(
 
     runs: list[str] = []
     with pytest.raises(UnicityError):
-        await _request(storage, "m", work, runs, careful=careful)
+        await _request(storage, "m", work, runs, careful=careful, scope=scope)
     assert runs == (["m careful"] if careful else ["m", "m careful"])
     assert raised == ["at the write"]  # by the careful run only
     assert sorted(await _objects(storage)) == ["x"]
@@ -1039,8 +1043,9 @@ async def test_a_group_whose_deferred_writes_cannot_be_sent_fails_every_member(
     assert sorted(await _objects(storage)) == ["later"]
 
 
+@pytest.mark.parametrize("scope", [SCOPE, None])
 async def test_a_statement_after_deferred_writes_sees_them(
-    storages: list[PostgreSQLStorage],
+    storages: list[PostgreSQLStorage], scope: str | None
 ) -> None:
     storage = storages[0]
 
@@ -1049,6 +1054,80 @@ async def test_a_statement_after_deferred_writes_sees_them(
         await _update(tx, "a")  # read as live by its create: deferred too
         return created, await tx.get(RECORD, PARENT, "a")
 
-    created, read = await _request(storage, "m", work, [])
+    created, read = await _request(storage, "m", work, [], scope=scope)
     assert read["v"] == "updated" and read["last_modified"] > created["last_modified"]
     await _assert_scope_exact(storage)
+
+
+async def test_a_transaction_of_its_own_sends_its_writes_together_before_its_commit(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    """A batch of creates: its lock, one round trip for the creates, its commit."""
+    storage = storages[0]
+    await _committed_create(storage, "seed")
+    logged: list[Any] = []
+
+    async def batch(tx: PostgreSQLStorageTransaction) -> list[Any]:
+        created = [await _create(tx, "b0")]
+        tx._tx.conn.add_query_logger(logged.append)
+        created += [await _create(tx, f"b{i}") for i in range(1, 25)]
+        return created
+
+    runs: list[str] = []
+    created = await _request(storage, "batch", batch, runs, scope=None)
+    assert runs == ["batch"]
+    creates = [r for r in logged if "INSERT INTO objects" in r.query]
+    assert len(creates) == 1 and len(creates[0].args) == 25, logged
+    assert [r.query for r in logged][-1] == "COMMIT;"
+    stored = await _objects(storage)
+    assert [stored[c["id"]]["last_modified"] for c in created] == [
+        c["last_modified"] for c in created
+    ]
+    await _assert_scope_exact(storage)
+
+
+async def test_a_transaction_of_its_own_whose_writes_answer_otherwise_is_rerun_carefully(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    storage = storages[0]
+    await _committed_create(storage, "x")
+    raised: list[str] = []
+
+    async def batch(tx: PostgreSQLStorageTransaction) -> None:
+        await _create(tx, "a")
+        try:
+            await _create(tx, "x")  # not read first: deferred, then found live
+        except UnicityError:
+            raised.append("at the write")
+            raise
+
+    runs: list[str] = []
+    with pytest.raises(UnicityError):
+        await _request(storage, "batch", batch, runs, scope=None)
+    assert runs == ["batch", "batch careful"]
+    assert raised == ["at the write"]
+    assert sorted(await _objects(storage)) == ["x"]  # "a" was rolled back with it
+    await _assert_scope_exact(storage)
+
+
+async def test_a_transaction_of_its_own_whose_connection_is_lost_fails(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    storage = storages[0]
+
+    async def cut(tx: PostgreSQLStorageTransaction) -> None:
+        await _create(tx, "a")
+        await _create(tx, "lost")
+        conn = await asyncpg.connect(storage.db.dsn)
+        try:
+            await conn.execute("SELECT pg_terminate_backend($1)", tx._tx.conn.get_server_pid())
+        finally:
+            await conn.close()
+
+    runs: list[str] = []
+    with pytest.raises(BackendError):
+        await _request(storage, "batch", cut, runs, scope=None)
+    assert runs == ["batch"]
+    assert await _objects(storage) == {}
+    await _committed_create(storage, "later")  # the pool recovered
+    assert sorted(await _objects(storage)) == ["later"]

@@ -50,7 +50,9 @@ Group commit
     the deferred statements carefully: a careful or last attempt never defers, and learns
     the answer from its statement. Only a group without a savepoint defers (a careful
     member's savepoint follows the deferred statements before it, sent first), and no
-    statement is deferred in a nested savepoint.
+    statement is deferred in a nested savepoint. A write transaction of its own (a batch)
+    defers its writes the same way, for itself: a batch of 25 creates sends them in one
+    round trip.
 
     A request joins its lane at its first write, not when its transaction opens: its
     checks (the object, its parent and the caller's grant, read in one statement with
@@ -222,6 +224,9 @@ class PostgreSQLTransaction:
         # Savepoints open in it (:meth:`PostgreSQLDatabase.transaction`): no write is
         # deferred within one, whose rollback would not undo it.
         self.nested = 0
+        # Its deferred writes (:meth:`fetch_deferrable`) when it is a transaction of its
+        # own (a batch); a member of a group commit defers into its group's.
+        self.pending: list[_Deferred] = []
 
     def forget(self) -> None:
         """A savepoint was rolled back: what the transaction knew may no longer hold."""
@@ -264,9 +269,7 @@ class PostgreSQLTransaction:
             raise BackendError("this PostgreSQL transaction is already finished")
         if self.conn is None:
             await self.db._join(self)
-        if self.group is not None and self.group.pending:
-            self.dirty = True  # a failure now fails the group (its writes)
-            await self.db._flush(self.group)
+        await self._flush()
         # The caller's principals, if kept by the reader: confirmed before they count.
         kept = take_kept_principals(self.db)
         if kept is not None and not kept.confirmed(await self._call("fetchval", PRINCIPALS_TOKEN)):
@@ -305,11 +308,11 @@ class PostgreSQLTransaction:
         self, expected: tuple[Any, ...], key: bytes, uri: str | None, sql: str, *args: Any
     ) -> list[Any]:
         """:meth:`fetch_writing` of a statement expected to answer the single row
-        `expected`. In a group commit (module docs), the statement may be deferred: this
-        answers ``[expected]`` at once, and the statement is sent with the group's other
-        deferred writes before the group's next statement or its commit. Should it answer
-        anything else, the group fails and its members are rerun, carefully (without
-        deferring)."""
+        `expected`. In an attempt that can be rerun, the statement may be deferred: this
+        answers ``[expected]`` at once, and the statement is sent with the other deferred
+        writes of the transaction (or of its group commit, module docs) before its next
+        statement or its commit. Should it answer anything else, the transaction (the
+        group) fails and is rerun, carefully (without deferring)."""
         if self.finished:
             raise BackendError("this PostgreSQL transaction is already finished")
         if self.conn is None:
@@ -317,20 +320,49 @@ class PostgreSQLTransaction:
         group = self.group
         attempt = CURRENT_ATTEMPT.get()
         if (
-            group is None
-            or self.nested
-            or group.savepoint is not None  # a failure would undo part of the group
-            or group.failed
+            self.nested
+            or not self.write
             or attempt is None
             or attempt.last
             or attempt.careful
             or attempt.unconfirmed is not None  # the next statement confirms them
+            or (
+                group is not None
+                and (group.savepoint is not None or group.failed)  # (its rollback)
+            )
         ):
             return await self.fetch_writing(key, uri, sql, *args)
         self.views = self._views_kept(key, uri)
         self.dirty = True
-        group.pending.append(_Deferred(sql, args, expected, attempt))
+        pending = self.pending if group is None else group.pending
+        pending.append(_Deferred(sql, args, expected, attempt))
         return [expected]
+
+    async def _flush(self) -> None:
+        """Send the deferred writes (of its group's members, for a member) before its
+        next statement or its commit. Raises :class:`TransactionConflict` when one answered
+        other than expected (the owners' reruns are careful), :class:`BackendError` when
+        the connection was lost."""
+        if self.group is not None:
+            if self.group.pending:
+                self.dirty = True  # a failure now fails the group (its writes)
+                await self.db._flush(self.group)
+            return
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        try:
+            sent = await _send(self.conn, pending, self.db.timeout)
+        except _UNAVAILABLE as exc:
+            self.broken = True
+            raise _backend_error(exc) from exc
+        except BaseException:
+            self.broken = True  # cancelled mid-statement
+            raise
+        if not sent:
+            for deferred in pending:
+                deferred.attempt.careful = True
+            raise TransactionConflict()
 
     def _views_kept(self, key: bytes, uri: str | None) -> dict[Any, Any]:
         """The :attr:`views` that a write of the object `key` (and the ACL of `uri`)
@@ -522,9 +554,7 @@ class PostgreSQLDatabase:
         self, current: PostgreSQLTransaction
     ) -> AsyncIterator[PostgreSQLTransaction]:
         await current.join()
-        if current.group is not None and current.group.pending:
-            current.dirty = True
-            await self._flush(current.group)  # the savepoint follows the writes before it
+        await current._flush()  # the savepoint follows the writes before it
         try:
             nested = current.conn.transaction()
             await nested.start()
@@ -576,6 +606,7 @@ class PostgreSQLDatabase:
             try:
                 try:
                     yield tx
+                    await tx._flush()
                 except BaseException:
                     if tx.broken:
                         _discard(conn)
@@ -741,33 +772,21 @@ class PostgreSQLDatabase:
         :class:`TransactionConflict`), the owners of the deferred writes carefully; or, with
         the connection in an unknown state, raises :class:`BackendError`."""
         pending, group.pending = group.pending, []
-        if group.failed:
-            return  # rolled back at its end
-        start = 0
-        while start < len(pending):
-            sql = pending[start].sql
-            end = start + 1
-            while end < len(pending) and pending[end].sql == sql:
-                end += 1
-            run = pending[start:end]
-            try:
-                rows = await group.conn.fetchmany(
-                    sql, [deferred.args for deferred in run], timeout=self.timeout
-                )
-            except _UNAVAILABLE as exc:
-                if _connection_lost(exc):
-                    group.failed = group.broken = True
-                    raise _backend_error(exc) from exc
-                rows = None
-            except BaseException:
-                group.failed = group.broken = True  # cancelled mid-statement
-                raise
-            if rows is None or [tuple(row) for row in rows] != [d.expected for d in run]:
-                for deferred in pending:
-                    deferred.attempt.careful = True
-                group.failed = group.rerun = True
-                raise TransactionConflict()
-            start = end
+        if group.failed or not pending:
+            return  # (a failed group is rolled back at its end)
+        try:
+            sent = await _send(group.conn, pending, self.timeout)
+        except _UNAVAILABLE as exc:
+            group.failed = group.broken = True
+            raise _backend_error(exc) from exc
+        except BaseException:
+            group.failed = group.broken = True  # cancelled mid-statement
+            raise
+        if not sent:
+            for deferred in pending:
+                deferred.attempt.careful = True
+            group.failed = group.rerun = True
+            raise TransactionConflict()
 
     async def _commit_later(self, scope: str, lane: _Lane, group: _Group) -> None:
         # Queued behind the requests already waiting for the lane: they join the group.
@@ -939,6 +958,29 @@ class PostgreSQLDatabase:
                 await asyncio.wait_for(pool.close(), self.timeout)
             except (TimeoutError, *_UNAVAILABLE):
                 pool.terminate()
+
+
+async def _send(conn: Any, pending: list[_Deferred], timeout: float) -> bool:
+    """Send deferred writes in order, those of one SQL text together (one pipelined round
+    trip); whether each answered as expected. A statement PostgreSQL refused answers
+    False; the driver's error is raised when the connection is in an unknown state."""
+    start = 0
+    while start < len(pending):
+        sql = pending[start].sql
+        end = start + 1
+        while end < len(pending) and pending[end].sql == sql:
+            end += 1
+        run = pending[start:end]
+        try:
+            rows = await conn.fetchmany(sql, [deferred.args for deferred in run], timeout=timeout)
+        except _UNAVAILABLE as exc:
+            if _connection_lost(exc):
+                raise
+            return False
+        if [tuple(row) for row in rows] != [deferred.expected for deferred in run]:
+            return False
+        start = end
+    return True
 
 
 def _careful(attempt: Attempt | None) -> bool:
