@@ -12,6 +12,7 @@ from tests.conftest import ALICE, BOB, AppFactory, userid
 
 HISTORY = "/v1/buckets/b/history"
 RECORDS = "/v1/buckets/b/collections/c/records"
+UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 ISO_DATE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 
 
@@ -87,6 +88,11 @@ async def test_every_kind_of_write_is_recorded(client: httpx.AsyncClient) -> Non
     assert group_entry["group_id"] == "g"
     deleted = (await entries(client))[0]["target"]
     assert deleted["data"]["deleted"] is True and deleted["permissions"] == {}
+    # uuid4s whose first 48 bits are the time they were made (milliseconds).
+    ids = [e["id"] for e in await entries(client)]
+    assert all(UUID4.match(i) for i in ids)
+    made = [int(i.replace("-", "")[:12], 16) for i in ids]
+    assert made == sorted(made, reverse=True)  # the newest first
 
 
 async def test_anonymous_writes_have_a_null_user(make_client: AppFactory) -> None:

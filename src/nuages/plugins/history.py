@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -34,7 +33,7 @@ from nuages.core.authorization import load_caller
 from nuages.core.errors import Forbidden, Unauthorized, ValidationError
 from nuages.core.events import Change
 from nuages.core.objects import Comparison, Filter, ListQuery, Sort
-from nuages.core.resource import ResourceSpec
+from nuages.core.resource import ResourceSpec, generate_sortable_uuid
 from nuages.core.timestamps import now_ms
 from nuages.web.messages import WebRequest, WebResponse
 
@@ -140,7 +139,7 @@ class History:
             acl = await tx.permission.get_object_permissions(change.uri)
             perms = {k: sorted(v) for k, v in acl.items()}
         entry: JSONObject = {
-            "id": str(uuid.uuid4()),
+            "id": generate_sortable_uuid(),
             "action": change.action,
             "resource_name": change.resource_name,
             "uri": change.uri,
