@@ -63,12 +63,17 @@ class Runs:
 
 
 async def request(
-    work: Callable[[Attempt], Awaitable[T]], *, scope: str | None = "/v1/s", attempts: int = 5
+    work: Callable[[Attempt], Awaitable[T]],
+    *,
+    scope: str | None = "/v1/s",
+    attempts: int = 5,
+    careful: bool = False,
+    last: bool = False,
 ) -> T:
-    """Run `work` as the web dispatcher runs a request: rerun on a TransactionConflict."""
-    careful = False
+    """Run `work` as the web dispatcher runs a request: rerun on a TransactionConflict
+    (`careful`, `last`: the first attempt's)."""
     for number in range(1, attempts + 1):
-        attempt = Attempt(last=number == attempts, careful=careful, scope=scope)
+        attempt = Attempt(last=last or number == attempts, careful=careful, scope=scope)
         token = CURRENT_ATTEMPT.set(attempt)
         try:
             return await work(attempt)

@@ -20,6 +20,7 @@ from unittest.mock import ANY
 import asyncpg
 import pytest
 from tests import services
+from tests.postgresql.test_pg_group_commit import request
 
 from nuages.core.errors import (
     CURRENT_ATTEMPT,
@@ -829,27 +830,20 @@ async def _request(
 ) -> Any:
     """A write request of `scope` (a batch: None), rerun on a TransactionConflict as the
     dispatcher does; each run is appended to `runs`, with whether it was careful."""
-    for number in range(1, 5):
-        attempt = Attempt(last=last or number == 4, careful=careful, scope=scope)
-        token = CURRENT_ATTEMPT.set(attempt)
-        runs.append(f"{name} careful" if careful or attempt.last else name)
-        try:
-            async with storage.transaction(write=True) as tx:
-                return await work(tx)
-        except TransactionConflict:
-            if attempt.last:
-                raise
-            careful = attempt.careful
-        finally:
-            CURRENT_ATTEMPT.reset(token)
-    raise AssertionError("unreachable")
+
+    async def run(attempt: Attempt) -> Any:
+        runs.append(f"{name} careful" if attempt.careful or attempt.last else name)
+        async with storage.transaction(write=True) as tx:
+            return await work(tx)
+
+    return await request(run, scope=scope, attempts=4, careful=careful, last=last)
 
 
 async def _in_order(*requests: Awaitable[Any]) -> list[Any]:
     """Start `requests` a little apart (they join their group in this order)."""
     tasks = []
-    for request in requests:
-        tasks.append(asyncio.ensure_future(request))
+    for started in requests:
+        tasks.append(asyncio.ensure_future(started))
         await asyncio.sleep(0.005)
     return await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -863,6 +857,15 @@ def _creating(object_id: str, logged: list[Any] | None = None) -> Any:
         return created
 
     return work
+
+
+async def _terminate(tx: PostgreSQLStorageTransaction) -> None:
+    """End the backend of `tx`'s connection, as a restart or a network failure would."""
+    conn = await asyncpg.connect(tx._tx.db.dsn)
+    try:
+        await conn.execute("SELECT pg_terminate_backend($1)", tx._tx.conn.get_server_pid())
+    finally:
+        await conn.close()
 
 
 async def _objects(storage: PostgreSQLStorage) -> dict[str, Any]:
@@ -1026,11 +1029,7 @@ async def test_a_group_whose_deferred_writes_cannot_be_sent_fails_every_member(
 
     async def cut(tx: PostgreSQLStorageTransaction) -> None:
         await _create(tx, "lost")
-        conn = await asyncpg.connect(storage.db.dsn)
-        try:
-            await conn.execute("SELECT pg_terminate_backend($1)", tx._tx.conn.get_server_pid())
-        finally:
-            await conn.close()
+        await _terminate(tx)
 
     results = await _in_order(
         _request(storage, "a", _creating("a"), runs),
@@ -1086,30 +1085,6 @@ async def test_a_transaction_of_its_own_sends_its_writes_together_before_its_com
     await _assert_scope_exact(storage)
 
 
-async def test_a_transaction_of_its_own_whose_writes_answer_otherwise_is_rerun_carefully(
-    storages: list[PostgreSQLStorage],
-) -> None:
-    storage = storages[0]
-    await _committed_create(storage, "x")
-    raised: list[str] = []
-
-    async def batch(tx: PostgreSQLStorageTransaction) -> None:
-        await _create(tx, "a")
-        try:
-            await _create(tx, "x")  # not read first: deferred, then found live
-        except UnicityError:
-            raised.append("at the write")
-            raise
-
-    runs: list[str] = []
-    with pytest.raises(UnicityError):
-        await _request(storage, "batch", batch, runs, scope=None)
-    assert runs == ["batch", "batch careful"]
-    assert raised == ["at the write"]
-    assert sorted(await _objects(storage)) == ["x"]  # "a" was rolled back with it
-    await _assert_scope_exact(storage)
-
-
 async def test_a_transaction_of_its_own_whose_connection_is_lost_fails(
     storages: list[PostgreSQLStorage],
 ) -> None:
@@ -1118,11 +1093,7 @@ async def test_a_transaction_of_its_own_whose_connection_is_lost_fails(
     async def cut(tx: PostgreSQLStorageTransaction) -> None:
         await _create(tx, "a")
         await _create(tx, "lost")
-        conn = await asyncpg.connect(storage.db.dsn)
-        try:
-            await conn.execute("SELECT pg_terminate_backend($1)", tx._tx.conn.get_server_pid())
-        finally:
-            await conn.close()
+        await _terminate(tx)
 
     runs: list[str] = []
     with pytest.raises(BackendError):
