@@ -59,13 +59,13 @@ def generate_sortable_uuid() -> str:
     after the other sort together, so the indexes of a collection grow at one end rather
     than at random places: an embedded database writes far fewer pages per create. Two ids
     made in one millisecond differ by 74 random bits. It tells when it was made."""
-    random = int.from_bytes(os.urandom(10), "big")  # 80 bits, 74 used
+    bits = int.from_bytes(os.urandom(10), "big")  # 80 random bits, 74 used
     value = (
         (time.time_ns() // 1_000_000) << 80
         | 0x4 << 76  # version 4
-        | (random >> 68) << 64  # 12 random bits
+        | (bits >> 68) << 64  # 12 random bits
         | 0b10 << 62  # the RFC 4122 variant
-        | random & (2**62 - 1)  # 62 random bits
+        | bits & (2**62 - 1)  # 62 random bits
     )
     return str(uuid.UUID(int=value))
 

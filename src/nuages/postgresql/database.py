@@ -429,8 +429,9 @@ def take_kept_principals(db: PostgreSQLDatabase) -> KeptPrincipals | None:
 
 
 class _Deferred:
-    """A write statement of a member of a group commit, not sent yet
-    (:meth:`PostgreSQLTransaction.fetch_deferrable`)."""
+    """A write statement not sent yet (:meth:`PostgreSQLTransaction.fetch_deferrable`), of a
+    member of a group commit or of a transaction of its own, with the attempt that made it
+    (made careful should the statement answer otherwise)."""
 
     __slots__ = ("args", "attempt", "expected", "sql")
 

@@ -31,10 +31,10 @@ statement, the first included, that moves the scope's row with the object: a cre
 written only where no live object has the key (with its ACL: ``create_with_acl``), an
 update or a delete of an object the transaction read as live only where it is still as
 read (``_replace_seen``; else the object as committed now is read first, to tell a
-conflict from the transaction's own purge: two statements). In a group commit, these
-one-statement writes are deferred and sent together (``PostgreSQLTransaction.fetch_deferrable``,
-:mod:`nuages.postgresql.database`): the answer each expects is the one they give when
-they write. A write whose object changed
+conflict from the transaction's own purge: two statements). In a group commit or a batch,
+these one-statement writes are deferred and sent together
+(``PostgreSQLTransaction.fetch_deferrable``, :mod:`nuages.postgresql.database`): the
+answer each expects is the one they give when they write. A write whose object changed
 since this transaction read it (the read happened before the lock, maybe before the
 request joined its group commit: ``PostgreSQLTransaction.fetch_early``) raises
 :class:`TransactionConflict`: the request is rerun and its precondition (``If-Match``) is
