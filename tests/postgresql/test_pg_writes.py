@@ -1102,3 +1102,82 @@ async def test_a_transaction_of_its_own_whose_connection_is_lost_fails(
     assert await _objects(storage) == {}
     await _committed_create(storage, "later")  # the pool recovered
     assert sorted(await _objects(storage)) == ["later"]
+
+
+def _record_read(object_id: str, *principals: str) -> ObjectRead:
+    """A write's read of a record (a `PUT`'s): the record, its parent, the `write` grant."""
+    uri = f"{PARENT}/records/{object_id}"
+    return ObjectRead(
+        user_ids=(),
+        principals=principals,
+        bound=((uri, "write"), (PARENT, "write")),
+        object=(RECORD, PARENT, object_id),
+        parent=("collection", "/buckets/b", "c"),
+    )
+
+
+@pytest.mark.parametrize("scope", [SCOPE, None])
+async def test_a_read_that_no_deferred_write_changes_does_not_wait_for_them(
+    storages: list[PostgreSQLStorage], scope: str | None
+) -> None:
+    """A push (a batch of `PUT`s of new records): each reads its record, then creates it;
+    the creates are sent together at the commit."""
+    storage = storages[0]
+    await _committed_create(storage, "seed")
+    logged: list[Any] = []
+
+    async def push(tx: PostgreSQLStorageTransaction) -> None:
+        for i in range(5):
+            assert (await tx.read_object(_record_read(f"p{i}", "alice"))).object is None
+            await _create(tx, f"p{i}")
+            if i == 0:  # its first write: the transaction (the group) holds the scope
+                tx._tx.conn.add_query_logger(logged.append)
+
+    await _request(storage, "push", push, [], scope=scope)
+    queries = [r.query for r in logged]
+    creates = [r for r in logged if "INSERT INTO objects" in r.query]
+    assert len(creates) == 1 and len(creates[0].args) == 5, queries
+    assert queries.index(creates[0].query) == len(queries) - 2  # the commit's turn
+    assert sorted(await _objects(storage)) == ["p0", "p1", "p2", "p3", "p4", "seed"]
+
+
+async def test_a_read_that_a_deferred_write_changes_sees_it(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    storage = storages[0]
+    permission = PostgreSQLPermission(storage.db)
+
+    async def batch(tx: PostgreSQLStorageTransaction) -> None:
+        await _create(tx, "a")
+        view = await tx.read_object(_record_read("a", "alice"))  # its object
+        assert view.object is not None and view.object["v"] == "new"
+        async with permission.transaction(write=True, savepoint=False) as ptx:  # as the service
+            uri = f"{PARENT}/records/b"
+            done = await tx.create_with_acl(
+                RECORD, PARENT, {"id": "b"}, ptx, uri, None, [("write", "bob")]
+            )
+            assert done is not None
+        assert (await tx.read_object(_record_read("b", "bob"))).granted  # its ACL
+        # An ACL its read checks, of an object it does not read (a bucket's, for a record
+        # two levels below).
+        async with permission.transaction(write=True, savepoint=False) as ptx:
+            done = await tx.create_with_acl(
+                "bucket", "", {"id": "b2"}, ptx, "/buckets/b2", None, [("write", "carol")]
+            )
+            assert done is not None
+        collection = "/buckets/b2/collections/c"
+        below = ObjectRead(
+            user_ids=(),
+            principals=("carol",),
+            bound=(
+                (f"{collection}/records/r", "write"),
+                (collection, "write"),
+                ("/buckets/b2", "write"),
+            ),
+            object=(RECORD, collection, "r"),
+            parent=("collection", "/buckets/b2", "c"),
+        )
+        assert (await tx.read_object(below)).granted
+
+    await _request(storage, "batch", batch, [], scope=None)
+    assert sorted(await _objects(storage)) == ["a", "b"]

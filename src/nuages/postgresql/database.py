@@ -40,19 +40,20 @@ Group commit
 
     Once the scope is locked, a member's create, update or delete is one statement whose
     answer is known in advance when all goes well (no live object had the key; the object
-    was as read). Such a statement is *deferred* (:meth:`PostgreSQLTransaction.fetch_deferrable`):
-    the member goes on as if it had been answered so, and the group's deferred statements
-    are sent together, those of one SQL text in one pipelined round trip (asyncpg's
-    ``fetchmany``), before the group's next statement (a member's read sees them) or its
-    commit. So a group of creates costs its lock, one round trip and its ``COMMIT`` under
-    the scope's lock, not a round trip per member. Should a deferred statement answer
-    anything else (or fail), the group fails and all its members are rerun, the owners of
-    the deferred statements carefully: a careful or last attempt never defers, and learns
-    the answer from its statement. Only a group without a savepoint defers (a careful
-    member's savepoint follows the deferred statements before it, sent first), and no
-    statement is deferred in a nested savepoint. A write transaction of its own (a batch)
-    defers its writes the same way, for itself: a batch of 25 creates sends them in one
-    round trip.
+    was as read). Such a statement is *deferred*
+    (:meth:`PostgreSQLTransaction.fetch_deferrable`): the member goes on as if it had been
+    answered so, and the group's deferred statements are sent together, those of one SQL
+    text in one pipelined round trip (asyncpg's ``fetchmany``), before the group's next
+    statement (a member's read sees them) or its commit; an object read that none of them
+    can change (its object keys and ACL URIs apart) does not wait for them. So a group of
+    creates costs its lock, one round trip and its ``COMMIT`` under the scope's lock, not a
+    round trip per member. Should a deferred statement answer anything else (or fail), the
+    group fails and all its members are rerun, the owners of the deferred statements
+    carefully: a careful or last attempt never defers, and learns the answer from its
+    statement. Only a group without a savepoint defers (a careful member's savepoint follows
+    the deferred statements before it, sent first), and no statement is deferred in a nested
+    savepoint. A write transaction of its own (a batch) defers its writes the same way, for
+    itself: a batch of 25 creates sends them in one round trip.
 
     A request joins its lane at its first write, not when its transaction opens: its
     checks (the object, its parent and the caller's grant, read in one statement with
@@ -95,6 +96,9 @@ from nuages.core.errors import (
 )
 
 T = TypeVar("T")
+
+# The object keys and ACL URIs whose writes can change a read's answer.
+Depends = tuple[frozenset[bytes], frozenset[str]]
 
 CURRENT_SCHEMA_VERSION: Final = 3
 """Schema version this Nuages writes and expects (``schema.sql`` + ``migrations/``)."""
@@ -242,20 +246,23 @@ class PostgreSQLTransaction:
         if self.conn is None:
             await self.db._join(self)
 
-    async def fetch_early(self, sql: str, *args: Any) -> list[Any]:
+    async def fetch_early(self, sql: str, *args: Any, depends: Depends | None = None) -> list[Any]:
         """:meth:`fetch` for a read that may run before this member joins its group: on
         a connection of its own, outside the transaction, unless the attempt is careful
         (or the last, or there is none). In ``READ COMMITTED`` each statement sees what is
         committed when it starts, inside the transaction or not; what it does not see are
         the uncommitted writes of the members before it in its group. A write that then
         finds the object changed raises :class:`TransactionConflict` and the attempt is
-        made careful: its rerun reads in the group."""
+        made careful: its rerun reads in the group. `depends`: the object keys and ACL
+        URIs whose writes can change its answer; in the transaction, the deferred writes
+        of others are not sent before it (:meth:`fetch_deferrable`)."""
         if self.conn is None and not self.finished:
             attempt = CURRENT_ATTEMPT.get()
             if attempt is not None and not attempt.last and not attempt.careful:
                 self.read_early = True
                 return await self.db.fetch_once(sql, *args)
-        return await self.fetch(sql, *args)
+        rows: list[Any] = await self._call("fetch", sql, *args, depends=depends)
+        return rows
 
     def conflict(self) -> TransactionConflict:
         """The :class:`TransactionConflict` to raise when an object changed since this
@@ -264,12 +271,12 @@ class PostgreSQLTransaction:
             attempt.careful = True
         return TransactionConflict()
 
-    async def _call(self, method: str, sql: str, *args: Any) -> Any:
+    async def _call(self, method: str, sql: str, *args: Any, depends: Depends | None = None) -> Any:
         if self.finished:
             raise BackendError("this PostgreSQL transaction is already finished")
         if self.conn is None:
             await self.db._join(self)
-        await self._flush()
+        await self._flush(depends)
         # The caller's principals, if kept by the reader: confirmed before they count.
         kept = take_kept_principals(self.db)
         if kept is not None and not kept.confirmed(await self._call("fetchval", PRINCIPALS_TOKEN)):
@@ -335,14 +342,18 @@ class PostgreSQLTransaction:
         self.views = self._views_kept(key, uri)
         self.dirty = True
         pending = self.pending if group is None else group.pending
-        pending.append(_Deferred(sql, args, expected, attempt))
+        pending.append(_Deferred(sql, args, expected, attempt, key, uri))
         return [expected]
 
-    async def _flush(self) -> None:
+    async def _flush(self, depends: Depends | None = None) -> None:
         """Send the deferred writes (of its group's members, for a member) before its
-        next statement or its commit. Raises :class:`TransactionConflict` when one answered
-        other than expected (the owners' reruns are careful), :class:`BackendError` when
-        the connection was lost."""
+        next statement or its commit; not before a read that depends on none of them
+        (`depends`: the object keys and ACL URIs whose writes can change its answer).
+        Raises :class:`TransactionConflict` when one answered other than expected (the
+        owners' reruns are careful), :class:`BackendError` when the connection was lost."""
+        pending = self.pending if self.group is None else self.group.pending
+        if depends is not None and not any(deferred.changes(*depends) for deferred in pending):
+            return
         if self.group is not None:
             if self.group.pending:
                 self.dirty = True  # a failure now fails the group (its writes)
@@ -433,15 +444,27 @@ class _Deferred:
     member of a group commit or of a transaction of its own, with the attempt that made it
     (made careful should the statement answer otherwise)."""
 
-    __slots__ = ("args", "attempt", "expected", "sql")
+    __slots__ = ("args", "attempt", "expected", "key", "sql", "uri")
 
     def __init__(
-        self, sql: str, args: tuple[Any, ...], expected: tuple[Any, ...], attempt: Attempt
+        self,
+        sql: str,
+        args: tuple[Any, ...],
+        expected: tuple[Any, ...],
+        attempt: Attempt,
+        key: bytes,
+        uri: str | None,
     ) -> None:
         self.sql = sql
         self.args = args
         self.expected = expected
         self.attempt = attempt
+        self.key = key  # the object it writes
+        self.uri = uri  # the URI whose ACL it writes, if any
+
+    def changes(self, keys: frozenset[bytes], uris: frozenset[str]) -> bool:
+        """Whether it writes one of the objects `keys` or the ACL of one of `uris`."""
+        return self.key in keys or (self.uri is not None and self.uri in uris)
 
 
 class _Group:

@@ -165,19 +165,20 @@ class PostgreSQLStorageTransaction:
             view: ObjectView = remembered[0]
         else:
             sql, args = object_read_sql(read)
+            depends = _read_depends_on(read, key)
             # The caller's principals, if kept by the reader, are confirmed by this read.
             kept = take_kept_principals(self._db)
             # A write not yet in its group commit reads before joining it, if it can; other
             # transactions read in themselves.
             if kept is None:
-                rows = await self._tx.fetch_early(sql, *args)
+                rows = await self._tx.fetch_early(sql, *args, depends=depends)
             else:
-                rows = await self._tx.fetch_early(with_token(sql), *args)
+                rows = await self._tx.fetch_early(with_token(sql), *args, depends=depends)
                 if not kept.confirmed(token_of(rows)):
                     raise TransactionConflict()
                 rows = tagged_rows(rows)
             view = reads.object_view(read, rows)
-            self._tx.views[read] = (view, *_read_depends_on(read, key))
+            self._tx.views[read] = (view, *depends)
         if self._tx.write:  # as get(): the object, as this transaction read it
             obj = view.object
             self._tx.seen.setdefault(key, None if obj is None else int(obj["last_modified"]))
