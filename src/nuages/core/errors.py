@@ -176,6 +176,12 @@ CURRENT_ATTEMPT: ContextVar[Attempt | None] = ContextVar("nuages_attempt", defau
 """The :class:`Attempt` being run in this context; ``None`` when nobody would rerun it."""
 
 
+def careful(attempt: Attempt | None) -> bool:
+    """Whether `attempt` must do without the shortcuts that can end in a conflict: nobody
+    would rerun it, it is the last, or it was made careful."""
+    return attempt is None or attempt.last or attempt.careful
+
+
 class QuotaExceeded(Error):
     """A write would take a bucket or collection past its quota; `message` says which."""
 

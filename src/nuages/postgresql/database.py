@@ -93,6 +93,7 @@ from nuages.core.errors import (
     BackendError,
     Error,
     TransactionConflict,
+    careful,
 )
 
 T = TypeVar("T")
@@ -256,11 +257,9 @@ class PostgreSQLTransaction:
         made careful: its rerun reads in the group. `depends`: the object keys and ACL
         URIs whose writes can change its answer; in the transaction, the deferred writes
         of others are not sent before it (:meth:`fetch_deferrable`)."""
-        if self.conn is None and not self.finished:
-            attempt = CURRENT_ATTEMPT.get()
-            if attempt is not None and not attempt.last and not attempt.careful:
-                self.read_early = True
-                return await self.db.fetch_once(sql, *args)
+        if self.conn is None and not self.finished and not careful(CURRENT_ATTEMPT.get()):
+            self.read_early = True
+            return await self.db.fetch_once(sql, *args)
         rows: list[Any] = await self._call("fetch", sql, *args, depends=depends)
         return rows
 
@@ -330,8 +329,7 @@ class PostgreSQLTransaction:
             self.nested
             or not self.write
             or attempt is None
-            or attempt.last
-            or attempt.careful
+            or careful(attempt)
             or attempt.unconfirmed is not None  # the next statement confirms them
             or (
                 group is not None
@@ -352,28 +350,22 @@ class PostgreSQLTransaction:
         Raises :class:`TransactionConflict` when one answered other than expected (the
         owners' reruns are careful), :class:`BackendError` when the connection was lost."""
         pending = self.pending if self.group is None else self.group.pending
-        if depends is not None and not any(deferred.changes(*depends) for deferred in pending):
+        if not pending or (
+            depends is not None and not any(deferred.changes(*depends) for deferred in pending)
+        ):
             return
         if self.group is not None:
-            if self.group.pending:
-                self.dirty = True  # a failure now fails the group (its writes)
-                await self.db._flush(self.group)
+            self.dirty = True  # a failure now fails the group (its writes)
+            await self.db._flush(self.group)
             return
-        if not self.pending:
-            return
-        pending, self.pending = self.pending, []
+        self.pending = []
         try:
-            sent = await _send(self.conn, pending, self.db.timeout)
-        except _UNAVAILABLE as exc:
-            self.broken = True
-            raise _backend_error(exc) from exc
-        except BaseException:
-            self.broken = True  # cancelled mid-statement
+            await _send(self.conn, pending, self.db.timeout)
+        except TransactionConflict:
             raise
-        if not sent:
-            for deferred in pending:
-                deferred.attempt.careful = True
-            raise TransactionConflict()
+        except BaseException:
+            self.broken = True
+            raise
 
     def _views_kept(self, key: bytes, uri: str | None) -> dict[Any, Any]:
         """The :attr:`views` that a write of the object `key` (and the ACL of `uri`)
@@ -754,7 +746,7 @@ class PostgreSQLDatabase:
     async def _member(self, group: _Group) -> None:
         """Start a member of `group`: with a savepoint when it is a careful attempt or
         follows one (module docs), and the group has members before it."""
-        careful = _careful(CURRENT_ATTEMPT.get())
+        member_careful = careful(CURRENT_ATTEMPT.get())
         if _careful_member(group):
             try:
                 await group.conn.execute(f"SAVEPOINT nuages_{group.ran}", timeout=self.timeout)
@@ -762,7 +754,7 @@ class PostgreSQLDatabase:
                 group.failed = group.broken = True
                 raise _backend_error(exc) from exc
             group.savepoint = (group.ran, len(group.members))
-        group.careful = careful
+        group.careful = member_careful
         group.ran += 1
 
     async def _undo_member(self, group: _Group, tx: PostgreSQLTransaction) -> None:
@@ -799,18 +791,13 @@ class PostgreSQLDatabase:
         if group.failed or not pending:
             return  # (a failed group is rolled back at its end)
         try:
-            sent = await _send(group.conn, pending, self.timeout)
-        except _UNAVAILABLE as exc:
-            group.failed = group.broken = True
-            raise _backend_error(exc) from exc
-        except BaseException:
-            group.failed = group.broken = True  # cancelled mid-statement
-            raise
-        if not sent:
-            for deferred in pending:
-                deferred.attempt.careful = True
+            await _send(group.conn, pending, self.timeout)
+        except TransactionConflict:
             group.failed = group.rerun = True
-            raise TransactionConflict()
+            raise
+        except BaseException:
+            group.failed = group.broken = True
+            raise
 
     async def _commit_later(self, scope: str, lane: _Lane, group: _Group) -> None:
         # Queued behind the requests already waiting for the lane: they join the group.
@@ -984,10 +971,25 @@ class PostgreSQLDatabase:
                 pool.terminate()
 
 
-async def _send(conn: Any, pending: list[_Deferred], timeout: float) -> bool:
+async def _send(conn: Any, pending: list[_Deferred], timeout: float) -> None:
     """Send deferred writes in order, those of one SQL text together (one pipelined round
-    trip); whether each answered as expected. A statement PostgreSQL refused answers
-    False; the driver's error is raised when the connection is in an unknown state."""
+    trip). Should one answer other than expected, or PostgreSQL refuse one, raises
+    :class:`TransactionConflict`, their owners' reruns made careful; with the connection
+    in an unknown state (lost, or cancelled mid-statement), :class:`BackendError` (or the
+    cancellation)."""
+    try:
+        if await _answered_as_expected(conn, pending, timeout):
+            return
+    except _UNAVAILABLE as exc:
+        raise _backend_error(exc) from exc
+    for deferred in pending:
+        deferred.attempt.careful = True
+    raise TransactionConflict()
+
+
+async def _answered_as_expected(conn: Any, pending: list[_Deferred], timeout: float) -> bool:
+    """:func:`_send`'s statements; whether each answered as expected (False when one was
+    refused: the connection is then usable)."""
     start = 0
     while start < len(pending):
         sql = pending[start].sql
@@ -1007,14 +1009,9 @@ async def _send(conn: Any, pending: list[_Deferred], timeout: float) -> bool:
     return True
 
 
-def _careful(attempt: Attempt | None) -> bool:
-    """Whether an attempt does without the shortcuts that end in a rerun."""
-    return attempt is None or attempt.last or attempt.careful
-
-
 def _careful_member(group: _Group) -> bool:
     """Whether the request about to join `group` starts with a savepoint (module docs)."""
-    return bool(group.ran) and (_careful(CURRENT_ATTEMPT.get()) or group.careful)
+    return bool(group.ran) and (careful(CURRENT_ATTEMPT.get()) or group.careful)
 
 
 _MIGRATION_NAME = re.compile(r"(\d{3})_\w+\.sql")

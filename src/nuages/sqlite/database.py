@@ -84,6 +84,7 @@ from nuages.core.errors import (
     BackendError,
     Error,
     TransactionConflict,
+    careful,
 )
 from nuages.core.objects import MISSING, Comparison, Filter
 
@@ -168,7 +169,7 @@ class SQLiteTransaction:
                     pass
             return await self._worker.run(call)
         attempt = CURRENT_ATTEMPT.get()
-        if attempt is not None and not attempt.last and not attempt.careful and not heavy:
+        if attempt is not None and not careful(attempt) and not heavy:
             # When a job of this connection is queued on its thread: go after it.
             try:
                 return self._worker.run_read_inline(call, attempt)
@@ -810,7 +811,7 @@ class SQLiteDatabase:
         transaction open in this context: call it where none is."""
         connections = self._connections()
         attempt = CURRENT_ATTEMPT.get()
-        if attempt is not None and not attempt.last and not attempt.careful:
+        if attempt is not None and not careful(attempt):
             # The common case, without the pool's semaphore and a transaction object: an
             # idle reader, used inline and given back before anything else can run.
             worker = connections.idle_reader()
