@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import threading
 import time
 import urllib.parse
@@ -424,9 +425,13 @@ async def test_cached_tokens_still_expire(make_client: AppFactory, issuer: Issue
         auth="openid", openid_issuer=issuer.url, openid_audience=AUDIENCE
     ) as client:
         client.auth = None  # type: ignore[assignment]
-        token = issuer.token(exp=int(time.time()) - 29)  # within the 30 s skew: valid
+        # Within the 30 s skew for one to two seconds more: valid. (int(time.time()) - 29
+        # left anywhere from 0 to 1 s, and a busy machine could use it all before the
+        # first request.)
+        exp = math.ceil(time.time()) - 29
+        token = issuer.token(exp=exp)
         assert await whoami(client, token) == "openid:user-42"
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(exp + 30 + 0.2 - time.time())
         assert await whoami(client, token) is None
 
 
