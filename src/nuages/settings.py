@@ -404,7 +404,7 @@ class Settings:
     postgresql_pool_size: int = field(
         default=10,
         metadata=_meta(
-            "Maximum number of connections per process to each PostgreSQL database (asyncpg "
+            "Maximum number of connections per process to each PostgreSQL database (its "
             "pool). Keep processes x pool size below the server's max_connections.",
             check=_at_least(1),
         ),

@@ -1075,6 +1075,7 @@ async def test_a_transaction_of_its_own_sends_its_writes_together_before_its_com
     runs: list[str] = []
     created = await _request(storage, "batch", batch, runs, scope=None)
     assert runs == ["batch"]
+    await asyncio.sleep(0)  # asyncpg calls query loggers with call_soon
     creates = [r for r in logged if "INSERT INTO objects" in r.query]
     assert len(creates) == 1 and len(creates[0].args) == 25, logged
     assert [r.query for r in logged][-1] == "COMMIT;"
@@ -1134,6 +1135,7 @@ async def test_a_read_that_no_deferred_write_changes_does_not_wait_for_them(
                 tx._tx.conn.add_query_logger(logged.append)
 
     await _request(storage, "push", push, [], scope=scope)
+    await asyncio.sleep(0)  # asyncpg calls query loggers with call_soon
     queries = [r.query for r in logged]
     creates = [r for r in logged if "INSERT INTO objects" in r.query]
     assert len(creates) == 1 and len(creates[0].args) == 5, queries

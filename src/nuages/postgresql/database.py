@@ -1,8 +1,9 @@
 """One PostgreSQL database shared by the PostgreSQL storage, permission and cache backends.
 
 Connections
-    An asyncpg pool per process (at most `pool_size` connections, opened on demand, so
-    a process starts even while the database is down). Waiting for a connection and running
+    A pool of asyncpg connections per process (:mod:`nuages.postgresql.pool`: at most
+    `pool_size` connections, opened on demand, so a process starts even while the database
+    is down; one idle for a minute is closed). Waiting for a connection and running
     one statement are both bounded by `timeout` seconds; past that, or when the database
     is unreachable or restarting, the operation raises :class:`BackendError` (a 503 with
     ``Retry-After``). A connection the server dropped is discarded by the pool and the next
@@ -95,6 +96,7 @@ from nuages.core.errors import (
     TransactionConflict,
     careful,
 )
+from nuages.postgresql.pool import ConnectionPool
 
 T = TypeVar("T")
 
@@ -134,19 +136,9 @@ def digest(*parts: str) -> bytes:
     return h.digest()
 
 
-async def _keep_session(conn: Any) -> None:
-    """Nothing to reset when a connection returns to the pool: Nuages sets no session
-    state on pooled connections (no SET, LISTEN, cursor or session advisory lock; the
-    automatic index builder has a connection of its own). asyncpg still rolls back a
-    transaction left open. Its default reset is a round trip of four statements per
-    request (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``)."""
-
-
 def _discard(conn: Any) -> None:
     """Close a connection in an unknown state; the pool opens a new one when needed."""
-    # InterfaceError: already released (asyncpg detaches a connection that was lost).
-    with contextlib.suppress(asyncpg.InterfaceError):
-        conn.terminate()
+    conn.terminate()
 
 
 def _connection_lost(exc: BaseException) -> bool:
@@ -490,7 +482,7 @@ class _Lane:
 
 
 class PostgreSQLDatabase:
-    """A PostgreSQL database reached through an asyncpg pool (module docs)."""
+    """A PostgreSQL database reached through a pool of asyncpg connections (module docs)."""
 
     def __init__(self, dsn: str, *, pool_size: int = 10, timeout: float = 10.0) -> None:
         if pool_size < 1:
@@ -498,8 +490,7 @@ class PostgreSQLDatabase:
         self.dsn = dsn
         self.pool_size = pool_size
         self.timeout = timeout
-        self._pool: Any = None
-        self._pool_lock: asyncio.Lock | None = None
+        self._pool: ConnectionPool | None = None
         self._current: contextvars.ContextVar[PostgreSQLTransaction | None] = (
             contextvars.ContextVar("nuages_postgresql_transaction", default=None)
         )
@@ -510,42 +501,29 @@ class PostgreSQLDatabase:
         """The database URL without its password, for messages."""
         return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", self.dsn)
 
-    async def _get_pool(self) -> Any:
-        if self._pool is not None:
-            return self._pool
-        if self._pool_lock is None:
-            self._pool_lock = asyncio.Lock()
-        async with self._pool_lock:
-            if self._pool is None:
-                try:
-                    # min_size=0: nothing is opened until used, so creating the pool never
-                    # fails while the database is down; connections open on demand.
-                    self._pool = await asyncpg.create_pool(
-                        self.dsn,
-                        min_size=0,
-                        max_size=self.pool_size,
-                        timeout=self.timeout,
-                        command_timeout=self.timeout,
-                        max_inactive_connection_lifetime=60.0,
-                        reset=_keep_session,
-                    )
-                except _UNAVAILABLE as exc:
-                    raise _backend_error(exc) from exc
+    def _get_pool(self) -> ConnectionPool:
+        if self._pool is None:
+            # Nothing is opened until used: the server starts while the database is down.
+            self._pool = ConnectionPool(
+                functools.partial(
+                    asyncpg.connect, self.dsn, timeout=self.timeout, command_timeout=self.timeout
+                ),
+                size=self.pool_size,
+                idle_lifetime=60.0,
+            )
         return self._pool
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:
-        pool = await self._get_pool()
+        pool = self._get_pool()
         try:
-            conn = await pool.acquire(timeout=self.timeout)
+            conn = await pool.acquire(self.timeout)
         except _UNAVAILABLE as exc:
             raise _backend_error(exc) from exc
         try:
             yield conn
         finally:
-            # asyncpg closes a connection it could not reset: nothing more to do.
-            with contextlib.suppress(*_UNAVAILABLE):
-                await pool.release(conn, timeout=self.timeout)
+            pool.release(conn)
 
     def transaction(
         self, *, write: bool, savepoint: bool = True
@@ -726,9 +704,9 @@ class PostgreSQLDatabase:
         lane.lock.release()
 
     async def _open_group(self) -> _Group:
-        pool = await self._get_pool()
+        pool = self._get_pool()
         try:
-            conn = await pool.acquire(timeout=self.timeout)
+            conn = await pool.acquire(self.timeout)
         except _UNAVAILABLE as exc:
             raise _backend_error(exc) from exc
         pg_tx = conn.transaction(isolation="read_committed")
@@ -736,8 +714,7 @@ class PostgreSQLDatabase:
             await pg_tx.start()
         except BaseException as exc:
             _discard(conn)
-            with contextlib.suppress(*_UNAVAILABLE):
-                await pool.release(conn, timeout=self.timeout)
+            pool.release(conn)
             if isinstance(exc, _UNAVAILABLE):
                 raise _backend_error(exc) from exc
             raise
@@ -842,8 +819,7 @@ class PostgreSQLDatabase:
                     group.broken = True
         if group.broken:
             _discard(group.conn)
-        with contextlib.suppress(*_UNAVAILABLE):
-            await group.pool.release(group.conn, timeout=self.timeout)
+        group.pool.release(group.conn)
         settle(group.members, error)
 
     async def run_write(self, job: Callable[[PostgreSQLTransaction], Awaitable[T]]) -> T:
@@ -963,7 +939,6 @@ class PostgreSQLDatabase:
                 with contextlib.suppress(Exception):
                     await group.committer
         pool, self._pool = self._pool, None
-        self._pool_lock = None
         if pool is not None:
             try:
                 await asyncio.wait_for(pool.close(), self.timeout)
