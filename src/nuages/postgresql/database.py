@@ -423,6 +423,44 @@ def take_kept_principals(db: PostgreSQLDatabase) -> KeptPrincipals | None:
     return kept
 
 
+class _Statements:
+    """:meth:`PostgreSQLDatabase.statements`: a connection of the pool from entry to exit
+    (a class: the context of every object read, cheaper than a generator's)."""
+
+    __slots__ = ("_conn", "_db", "_pool")
+
+    def __init__(self, db: PostgreSQLDatabase) -> None:
+        self._db = db
+        self._pool: ConnectionPool | None = None
+        self._conn: Any = None
+
+    async def __aenter__(self) -> Callable[..., Awaitable[list[Any]]]:
+        pool = self._db._get_pool()
+        try:
+            self._conn = await pool.acquire(self._db.timeout)
+        except _UNAVAILABLE as exc:
+            raise _backend_error(exc) from exc
+        self._pool = pool
+        return self.fetch
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._pool is not None:
+            self._pool.release(self._conn)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        conn = self._conn
+        try:
+            rows: list[Any] = await conn.fetch(sql, *args, timeout=self._db.timeout)
+        except _UNAVAILABLE as exc:
+            if _connection_lost(exc):
+                _discard(conn)
+            raise _backend_error(exc) from exc
+        except BaseException:
+            _discard(conn)  # cancelled mid-statement: its state is unknown
+            raise
+        return rows
+
+
 class _Deferred:
     """A write statement not sent yet (:meth:`PostgreSQLTransaction.fetch_deferrable`), of a
     member of a group commit or of a transaction of its own, with the attempt that made it
@@ -843,25 +881,10 @@ class PostgreSQLDatabase:
         async with self.statements() as fetch:
             return await fetch(sql, *args)
 
-    @asynccontextmanager
-    async def statements(self) -> AsyncIterator[Callable[..., Awaitable[list[Any]]]]:
+    def statements(self) -> _Statements:
         """A ``fetch(sql, *args)`` for read statements on one connection, outside any
         transaction (each statement is its own snapshot); as :meth:`fetch_once`."""
-        async with self._connection() as conn:
-
-            async def fetch(sql: str, *args: Any) -> list[Any]:
-                try:
-                    rows: list[Any] = await conn.fetch(sql, *args, timeout=self.timeout)
-                except _UNAVAILABLE as exc:
-                    if _connection_lost(exc):
-                        _discard(conn)
-                    raise _backend_error(exc) from exc
-                except BaseException:
-                    _discard(conn)  # cancelled mid-statement: its state is unknown
-                    raise
-                return rows
-
-            yield fetch
+        return _Statements(self)
 
     async def run_read(self, job: Callable[[PostgreSQLTransaction], Awaitable[T]]) -> T:
         """Run `job` in the transaction open in this context, or in a read transaction."""
