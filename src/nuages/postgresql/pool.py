@@ -12,9 +12,10 @@ call.
   is closed.
 - The most recently released connection is handed out first; a request waiting for a
   connection gets the next one released, in order of arrival, or fails after its timeout.
-- A connection is released as it is (no reset: Nuages keeps no session state on pooled
-  connections). One that is closed, or still in a transaction, is closed and forgotten;
-  the next acquire opens a new one. Code that gives back a connection whose state it does
+- A connection is released as it is, with no reset: Nuages sets no session state on pooled
+  connections (no ``SET``, ``LISTEN``, cursor or session advisory lock; the automatic
+  index builder has a connection of its own). One that is closed, or still in a
+  transaction, is closed and forgotten; the next acquire opens a new one. Code that gives back a connection whose state it does
   not know (a statement cancelled midway) terminates it first.
 """
 
