@@ -74,6 +74,15 @@ async def test_connections_open_on_demand_and_are_reused(admin: Any) -> None:
     await _eventually(lambda: _count_is(admin, 0))
 
 
+async def _taken_and_awaited(pool: ConnectionPool) -> tuple[Any, asyncio.Task[Any]]:
+    """The connection of a pool of one, and a task waiting for it."""
+    conn = await pool.acquire(5)
+    waiting = asyncio.create_task(pool.acquire(5))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    return conn, waiting
+
+
 async def _count_is(admin: Any, count: int) -> bool:
     return await _backends(admin) == count
 
@@ -118,9 +127,7 @@ async def test_an_acquire_gives_up_after_its_timeout(admin: Any) -> None:
 
 async def test_a_cancelled_acquire_does_not_keep_a_connection(admin: Any) -> None:
     pool = _pool(1)
-    conn = await pool.acquire(5)
-    waiting = asyncio.create_task(pool.acquire(5))
-    await asyncio.sleep(0.01)
+    conn, waiting = await _taken_and_awaited(pool)
     pool.release(conn)  # given to the waiter...
     waiting.cancel()  # ...which is cancelled before it runs again
     with pytest.raises(asyncio.CancelledError):
@@ -133,10 +140,8 @@ async def test_a_cancelled_acquire_does_not_keep_a_connection(admin: Any) -> Non
 
 async def test_a_lost_connection_frees_its_place(admin: Any) -> None:
     pool = _pool(1)
-    conn = await pool.acquire(5)
+    conn, waiting = await _taken_and_awaited(pool)
     pid = conn.get_server_pid()
-    waiting = asyncio.create_task(pool.acquire(5))
-    await asyncio.sleep(0.01)
     await admin.execute("SELECT pg_terminate_backend($1)", pid)
     await _eventually(lambda: _closed(conn))
     pool.release(conn)  # closed: forgotten, and the waiter opens a new one
@@ -206,9 +211,7 @@ async def test_a_connection_that_cannot_open_frees_its_place(admin: Any) -> None
 
 async def test_closing_fails_the_waiters_and_closes_every_connection(admin: Any) -> None:
     pool = _pool(1)
-    conn = await pool.acquire(5)
-    waiting = asyncio.create_task(pool.acquire(5))
-    await asyncio.sleep(0.01)
+    conn, waiting = await _taken_and_awaited(pool)
     await pool.close()
     with pytest.raises(PoolClosed):
         await waiting
