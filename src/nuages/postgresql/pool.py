@@ -15,8 +15,9 @@ call.
 - A connection is released as it is, with no reset: Nuages sets no session state on pooled
   connections (no ``SET``, ``LISTEN``, cursor or session advisory lock; the automatic
   index builder has a connection of its own). One that is closed, or still in a
-  transaction, is closed and forgotten; the next acquire opens a new one. Code that gives back a connection whose state it does
-  not know (a statement cancelled midway) terminates it first.
+  transaction, is closed and forgotten; the next acquire opens a new one. Code that gives
+  back a connection whose state it does not know (a statement cancelled midway)
+  terminates it first.
 """
 
 from __future__ import annotations
