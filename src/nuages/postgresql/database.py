@@ -78,6 +78,8 @@ import contextlib
 import contextvars
 import functools
 import hashlib
+import itertools
+import operator
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -435,12 +437,7 @@ class _Statements:
         self._conn: Any = None
 
     async def __aenter__(self) -> Callable[..., Awaitable[list[Any]]]:
-        pool = self._db._get_pool()
-        try:
-            self._conn = await pool.acquire(self._db.timeout)
-        except _UNAVAILABLE as exc:
-            raise _backend_error(exc) from exc
-        self._pool = pool
+        self._pool, self._conn = await self._db._acquire()
         return self.fetch
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -551,13 +548,18 @@ class PostgreSQLDatabase:
             )
         return self._pool
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Any]:
+    async def _acquire(self) -> tuple[ConnectionPool, Any]:
+        """A connection of the pool, and the pool to release it to (:class:`BackendError`
+        when none comes within `timeout`)."""
         pool = self._get_pool()
         try:
-            conn = await pool.acquire(self.timeout)
+            return pool, await pool.acquire(self.timeout)
         except _UNAVAILABLE as exc:
             raise _backend_error(exc) from exc
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        pool, conn = await self._acquire()
         try:
             yield conn
         finally:
@@ -742,11 +744,7 @@ class PostgreSQLDatabase:
         lane.lock.release()
 
     async def _open_group(self) -> _Group:
-        pool = self._get_pool()
-        try:
-            conn = await pool.acquire(self.timeout)
-        except _UNAVAILABLE as exc:
-            raise _backend_error(exc) from exc
+        pool, conn = await self._acquire()
         pg_tx = conn.transaction(isolation="read_committed")
         try:
             await pg_tx.start()
@@ -988,13 +986,8 @@ async def _send(conn: Any, pending: list[_Deferred], timeout: float) -> None:
 async def _answered_as_expected(conn: Any, pending: list[_Deferred], timeout: float) -> bool:
     """:func:`_send`'s statements; whether each answered as expected (False when one was
     refused: the connection is then usable)."""
-    start = 0
-    while start < len(pending):
-        sql = pending[start].sql
-        end = start + 1
-        while end < len(pending) and pending[end].sql == sql:
-            end += 1
-        run = pending[start:end]
+    for sql, same in itertools.groupby(pending, key=operator.attrgetter("sql")):
+        run = list(same)
         try:
             rows = await conn.fetchmany(sql, [deferred.args for deferred in run], timeout=timeout)
         except _UNAVAILABLE as exc:
@@ -1003,7 +996,6 @@ async def _answered_as_expected(conn: Any, pending: list[_Deferred], timeout: fl
             return False
         if [tuple(row) for row in rows] != [deferred.expected for deferred in run]:
             return False
-        start = end
     return True
 
 
