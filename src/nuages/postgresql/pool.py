@@ -130,7 +130,8 @@ class ConnectionPool:
             self._expiry = asyncio.get_running_loop().call_later(self.idle_lifetime, self._expire)
 
     def _forget(self, conn: Any) -> None:
-        """Close `conn` and free its place (a waiter may open a new one)."""
+        """Close `conn` and free its place (a waiter may open a new one): every connection
+        leaves the pool through here, but at :meth:`terminate`."""
         self._opened -= 1
         self._close_later(conn)
         self._wake()
@@ -149,9 +150,7 @@ class ConnectionPool:
         self._expiry = None
         limit = time.monotonic() - self.idle_lifetime
         while self._idle and self._idle[0][1] <= limit:
-            conn = self._idle.popleft()[0]
-            self._opened -= 1
-            self._close_later(conn)
+            self._forget(self._idle.popleft()[0])
         if self._idle:
             delay = self._idle[0][1] + self.idle_lifetime - time.monotonic()
             self._expiry = asyncio.get_running_loop().call_later(max(delay, 0.0), self._expire)
@@ -181,11 +180,8 @@ class ConnectionPool:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(PoolClosed("the connection pool is closed"))
-        idle = [conn for conn, _ in self._idle]
-        self._idle.clear()
-        self._opened -= len(idle)
-        for conn in idle:
-            self._close_later(conn)
+        while self._idle:
+            self._forget(self._idle.popleft()[0])
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
