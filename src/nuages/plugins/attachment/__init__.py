@@ -242,6 +242,8 @@ class Attachments:
         self.mimetypes = parse_mimetypes(settings.attachment_mimetypes)
         self.allowed_mimetypes = settings.attachment_allowed_mimetypes
         self._tasks: set[asyncio.Task[None]] = set()
+        # Seconds between the checks of _reap (a test shortens them).
+        self.reap_delays: tuple[float, ...] = _REAP_DELAYS
 
     # -- receiving -------------------------------------------------------------------------
     def _start_file(self, part: PartStart, gzipped: bool) -> _Incoming:
@@ -494,7 +496,7 @@ class Attachments:
         """Delete the files whose link is gone in committed data; a link still there after
         a while means its removal was rolled back, and the file stays."""
         pending = {link["id"]: link["location"] for link in links}
-        for delay in _REAP_DELAYS:
+        for delay in self.reap_delays:
             if delay:
                 await asyncio.sleep(delay)
             try:
