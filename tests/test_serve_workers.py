@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from nuages.web import workers
 
@@ -37,11 +38,14 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def serve(tmp_path: Path, port: int, *, migrate: bool = True) -> subprocess.Popen[bytes]:
+def serve(
+    tmp_path: Path, port: int, *, migrate: bool = True, **extra_env: str
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "NUAGES_STORAGE_URL": f"sqlite:///{tmp_path / 'nuages.db'}",
         "NUAGES_LOG_LEVEL": "warning",
+        **extra_env,
     }
     nuages = [sys.executable, "-m", "nuages"]
     if migrate:
@@ -65,28 +69,66 @@ def wait_until_serving(port: int) -> None:
     raise AssertionError("the server did not start")
 
 
+def serving_workers(server: subprocess.Popen[bytes], port: int) -> list[int]:
+    """The two worker processes of `server`, once both listen on `port`."""
+    wait_until_serving(port)
+    # Two uvicorn processes (and multiprocessing's resource tracker). The first one
+    # answering does not mean the second has started yet (a loaded machine): wait.
+    deadline = time.monotonic() + 30
+    while True:
+        serving = [pid for pid in children(server.pid) if "spawn_main" in _cmdline(pid)]
+        # Each has a listening socket of its own: the kernel spreads connections over
+        # them, so many connections reach both.
+        if len(serving) == 2 and all(_listens(pid, port) for pid in serving):
+            return serving
+        assert time.monotonic() < deadline, (serving, [_listens(p, port) for p in serving])
+        time.sleep(0.2)
+
+
 def test_workers_serve_on_one_port_and_stop_together(tmp_path: Path) -> None:
     port = free_port()
     server = serve(tmp_path, port)
     try:
-        wait_until_serving(port)
-        # Two uvicorn processes (and multiprocessing's resource tracker). The first one
-        # answering does not mean the second has started yet (a loaded machine): wait.
-        deadline = time.monotonic() + 30
-        while True:
-            serving = [pid for pid in children(server.pid) if "spawn_main" in _cmdline(pid)]
-            # Each has a listening socket of its own: the kernel spreads connections over
-            # them, so many connections reach both.
-            if len(serving) == 2 and all(_listens(pid, port) for pid in serving):
-                break
-            assert time.monotonic() < deadline, (serving, [_listens(p, port) for p in serving])
-            time.sleep(0.2)
+        serving = serving_workers(server, port)
         with httpx.Client(auth=("alice", "secret")) as client:
             assert client.put(f"http://127.0.0.1:{port}/v1/buckets/b").status_code == 201
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=20) == 0
     assert all(not Path(f"/proc/{pid}").exists() for pid in serving)
+
+
+def test_the_workers_metrics_are_summed(tmp_path: Path) -> None:
+    port = free_port()
+    server = serve(tmp_path, port, NUAGES_PLUGINS="prometheus")
+    try:
+        serving = serving_workers(server, port)
+        environ = Path(f"/proc/{serving[0]}/environ").read_bytes().split(b"\0")
+        (found,) = [v for v in environ if v.startswith(b"PROMETHEUS_MULTIPROC_DIR=")]
+        directory = Path(found.split(b"=", 1)[1].decode())
+        url = f"http://127.0.0.1:{port}/v1"
+        for _ in range(30):  # a connection each: the kernel spreads them over both workers
+            assert httpx.get(f"{url}/").status_code == 200
+        # Both workers answered some, each counting in files of its own...
+        assert {int(p.stem.rsplit("_", 1)[1]) for p in directory.glob("counter_*.db")} == set(
+            serving
+        )
+        # ...and whichever answers the scrape gives the sum.
+        for _ in range(4):
+            text = httpx.get(f"{url}/__metrics__").text
+            counted = [
+                sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.name == "nuages_request_summary_total"
+                and sample.labels == {"method": "get", "endpoint": "root", "status": "200"}
+            ]
+            assert counted == [30]
+            assert "process_resident_memory_bytes" not in text  # one process's
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=20) == 0
+    assert not directory.exists()
 
 
 def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path) -> None:

@@ -146,14 +146,16 @@ def serve(
     # (which they inherit), so that each one loads exactly the settings validated above.
     os.environ.update(_worker_environment(config_file, overrides, app_spec))
     target = _DEFAULT_APP_FACTORY if app_spec is None else _CUSTOM_APP_FACTORY
+    from nuages.plugins.prometheus import shared_directory
     from nuages.web import workers as workers_mod
 
-    if not workers_mod.available():
-        uvicorn.run(target, factory=True, **options)  # one socket shared by the workers
-        return
-    # A listening socket per worker, so the kernel spreads connections over them.
-    del options["workers"]
-    code = workers_mod.run(target, options, settings.workers)
+    with shared_directory(settings):  # the workers' metrics, summed (plugins/prometheus.py)
+        if not workers_mod.available():
+            uvicorn.run(target, factory=True, **options)  # one socket shared by the workers
+            return
+        # A listening socket per worker, so the kernel spreads connections over them.
+        del options["workers"]
+        code = workers_mod.run(target, options, settings.workers)
     if code:
         sys.exit(code)
 

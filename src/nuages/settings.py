@@ -60,7 +60,15 @@ _RESERVED_ENV_PREFIX: Final = "NUAGES_TEST_"
 # The allowed values live in these tuples only: adding a backend, policy or plugin is one edit.
 BACKEND_SCHEMES: Final = ("sqlite", "memory", "postgresql", "redis")
 AUTH_POLICIES: Final = ("basicauth", "accounts", "openid")
-PLUGINS: Final = ("flush", "accounts", "default_bucket", "history", "quotas", "attachment")
+PLUGINS: Final = (
+    "flush",
+    "accounts",
+    "default_bucket",
+    "history",
+    "quotas",
+    "attachment",
+    "prometheus",
+)
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 PRINCIPAL_RESOURCES: Final = (
     "bucket",
@@ -216,6 +224,13 @@ def _openid_entries(values: tuple[str, ...]) -> tuple[str, ...]:
             raise _Invalid(f"expected <provider>_<option>=<value>, got {key!r}")
         _openid_option(m.group(2), raw)
     return values
+
+
+def metric_prefix(settings: Settings) -> str:
+    """The prefix of the Prometheus metrics' names, as Kinto makes it: the letters and digits
+    of ``prometheus_prefix`` (or of the project name), lower-cased, then ``_``."""
+    given = settings.prometheus_prefix or settings.project_name
+    return "".join(c for c in given.lower() if c.isascii() and c.isalnum()) + "_"
 
 
 def openid_provider_options(settings: Settings) -> dict[str, dict[str, object]]:
@@ -663,6 +678,13 @@ class Settings:
             "plugin does the same."
         ),
     )
+    prometheus_prefix: str | None = field(
+        default=None,
+        metadata=_meta(
+            "Prometheus plugin: the prefix of metric names, kept to its letters and digits, "
+            "with an underscore added (kinto gives kinto_); empty means the project name's."
+        ),
+    )
     account_cache_ttl_seconds: int = field(
         default=30,
         metadata=_meta(
@@ -1025,6 +1047,11 @@ class Settings:
             yield "auth: 'basicauth' must come after 'accounts' (it identifies anyone)"
         if "accounts" in self.plugins and "accounts" not in self.auth:
             yield "plugins: the accounts plugin needs the accounts auth policy (auth = accounts)"
+        if "prometheus" in self.plugins and not metric_prefix(self)[:1].isalpha():
+            yield (
+                f"prometheus_prefix: metric names cannot start with {metric_prefix(self)!r}; "
+                "set a prefix that starts with a letter"
+            )
         legacy = bool(self.openid_issuer and self.openid_audience)
         if "openid" in self.auth and not (legacy or self.openid_providers):
             yield (

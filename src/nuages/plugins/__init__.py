@@ -26,6 +26,10 @@ def install_plugins(dispatcher: Dispatcher) -> None:
     from nuages.plugins import identity  # auth policies, accounts, default bucket
 
     identity.install(dispatcher)
+    if "prometheus" in settings.plugins:  # any app: toolkit apps too
+        from nuages.plugins import prometheus
+
+        prometheus.install(dispatcher)
     if not serves_buckets(dispatcher):
         return  # a toolkit app of its own resources: these features are about buckets
     if settings.experimental_collection_schema_validation:

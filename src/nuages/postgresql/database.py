@@ -81,6 +81,7 @@ import hashlib
 import itertools
 import operator
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib import resources
@@ -101,6 +102,9 @@ from nuages.core.errors import (
 from nuages.postgresql.pool import ConnectionPool
 
 T = TypeVar("T")
+# Of a group commit that ended: its members (write requests answered by its end), the
+# seconds it was open (from its BEGIN's answer to its COMMIT's), and whether it committed.
+GroupObserver = Callable[[int, float, bool], None]
 
 # The object keys and ACL URIs whose writes can change a read's answer.
 Depends = tuple[frozenset[bytes], frozenset[str]]
@@ -503,6 +507,7 @@ class _Group:
         self.rerun = False  # failed by a member's rollback: its other members are rerun
         self.broken = False  # the connection's state is unknown: discard it
         self.ended = False
+        self.opened = time.perf_counter()  # for GroupObserver
         self.committer: asyncio.Task[None] | None = None
         self.pending: list[_Deferred] = []  # deferred writes, in the order they were made
 
@@ -530,6 +535,8 @@ class PostgreSQLDatabase:
             contextvars.ContextVar("nuages_postgresql_transaction", default=None)
         )
         self._lanes: dict[str, _Lane] = {}
+        # Told of every group commit as it ends (nuages.plugins.prometheus).
+        self.group_observers: list[GroupObserver] = []
 
     @property
     def name(self) -> str:
@@ -857,6 +864,10 @@ class PostgreSQLDatabase:
             _discard(group.conn)
         group.pool.release(group.conn)
         settle(group.members, error)
+        if self.group_observers:
+            seconds = time.perf_counter() - group.opened
+            for observe in self.group_observers:
+                observe(len(group.members), seconds, error is None)
 
     async def run_write(self, job: Callable[[PostgreSQLTransaction], Awaitable[T]]) -> T:
         """Run `job` in the write transaction open in this context, or else in a short

@@ -212,6 +212,8 @@ class App:
             self.access_log.record(
                 method, scope["path"], response.status, started, client[0] if client else None
             )
+        for observe in self.dispatcher.response_observers:
+            observe(method, response.endpoint, response.status, started)
 
     def _early(self, scope: Scope, response: WebResponse) -> WebResponse:
         """A response decided before the dispatcher: still gets security/CORS headers."""

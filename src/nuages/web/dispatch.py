@@ -71,6 +71,10 @@ RequestHook = Callable[
     Awaitable[tuple[WebRequest, dict[str, str]]],
 ]
 
+# Of a response sent: the request's method, the name of the route that answered (None
+# when none did), the status, and the time.perf_counter() when the request arrived.
+ResponseObserver = Callable[[str, "str | None", int, float], None]
+
 
 @dataclass(frozen=True, slots=True)
 class Route:
@@ -143,6 +147,9 @@ class Dispatcher:
         self.request_hooks: list[RequestHook] = []
         # Extra fields of the "user" block of GET /v1/, by user id (plugins).
         self.user_info: list[Callable[[str], dict[str, Any]]] = []
+        # Told of every response sent to a client (plugins: metrics); not of a batch's
+        # sub-requests.
+        self.response_observers: list[ResponseObserver] = []
 
     # -- registration -----------------------------------------------------------
     def add(
@@ -245,6 +252,8 @@ class Dispatcher:
                 500, werr.UNDEFINED, werr.MESSAGES[500], info=self.settings.error_info_link
             )
         self._finish(req, route, response)
+        if route is not None:
+            response.endpoint = route.name
         if req.method == "HEAD":
             response.data = response.raw = None
         return response

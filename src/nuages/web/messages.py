@@ -35,6 +35,7 @@ class WebResponse:
     data: Any = None  # a JSON-serialisable value; None means no body
     headers: dict[str, str] = field(default_factory=dict)
     raw: bytes | None = None  # pre-encoded body, when data is not used
+    endpoint: str | None = None  # the name of the route that answered, if any (metrics)
 
     def body_bytes(self) -> bytes:
         if self.raw is not None:
