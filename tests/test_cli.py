@@ -242,6 +242,20 @@ def test_serve_refuses_bad_settings(
     assert uvicorn_run.calls == []
 
 
+def test_serve_refuses_a_metrics_directory_that_is_not_one(
+    tmp_path: Path, uvicorn_run: FakeUvicorn
+) -> None:
+    missing = tmp_path / "metrics"
+    env = {"NUAGES_PLUGINS": "prometheus", "PROMETHEUS_MULTIPROC_DIR": str(missing)}
+    result = invoke("serve", env=env)
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: PROMETHEUS_MULTIPROC_DIR='{missing}' is not a")
+    assert uvicorn_run.calls == []
+    missing.mkdir()
+    assert invoke("serve", env=env).exit_code == 0
+    assert len(uvicorn_run.calls) == 1
+
+
 def test_serve_missing_config_file(tmp_path: Path, uvicorn_run: FakeUvicorn) -> None:
     missing = tmp_path / "nope.toml"
     result = invoke("serve", "--config", str(missing))

@@ -121,6 +121,13 @@ def serve(
     settings = _load_settings(config_file, overrides)
     if app_spec is not None:
         _import_attribute(app_spec)  # fail here, once, rather than in every worker
+    if "prometheus" in settings.plugins:
+        from nuages.plugins.prometheus import multiprocess_directory
+
+        try:
+            multiprocess_directory()
+        except ValueError as exc:
+            raise _SettingsFailure(str(exc)) from exc
 
     import uvicorn
 

@@ -151,6 +151,20 @@ class Metrics:
         return encode(self.registry), content_type
 
 
+def multiprocess_directory() -> str | None:
+    """The directory ``PROMETHEUS_MULTIPROC_DIR`` names, or None when it is unset; a
+    :class:`ValueError` that says what to do when it names no directory."""
+    directory = os.environ.get(MULTIPROCESS_ENV)
+    if not directory:
+        return None
+    if not os.path.isdir(directory):
+        raise ValueError(
+            f"{MULTIPROCESS_ENV}={directory!r} is not a directory: "
+            "create it (empty) for the metrics of several processes, or unset it"
+        )
+    return directory
+
+
 def _postgresql_databases(dispatcher: Dispatcher) -> list[Any]:
     """The distinct PostgreSQL databases behind the service's backends."""
     from nuages.postgresql.database import PostgreSQLDatabase
@@ -186,7 +200,7 @@ def install(dispatcher: Dispatcher) -> Metrics:
     ``prometheus`` capability."""
     settings = dispatcher.settings
     prefix = metric_prefix(settings)
-    metrics = Metrics(prefix, os.environ.get(MULTIPROCESS_ENV) or None)
+    metrics = Metrics(prefix, multiprocess_directory())
 
     async def serve(req: WebRequest, params: dict[str, str], tx: Any) -> WebResponse:
         body, content_type = metrics.exposition(req.headers.get("accept", ""))
@@ -200,4 +214,4 @@ def install(dispatcher: Dispatcher) -> Metrics:
     return metrics
 
 
-__all__ = ["Metrics", "install", "shared_directory"]
+__all__ = ["Metrics", "install", "multiprocess_directory", "shared_directory"]
