@@ -98,6 +98,32 @@ def test_workers_serve_on_one_port_and_stop_together(tmp_path: Path) -> None:
     assert all(not Path(f"/proc/{pid}").exists() for pid in serving)
 
 
+def test_a_second_server_on_the_same_port_is_refused(tmp_path: Path) -> None:
+    # SO_REUSEPORT would let it bind, and take half of the first one's connections.
+    port = free_port()
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+    first = serve(tmp_path / "first", port)
+    try:
+        serving = serving_workers(first, port)
+        second = serve(tmp_path / "second", port)
+        try:
+            code = second.wait(timeout=60)
+        finally:
+            if second.poll() is None:
+                second.kill()
+        assert second.stdout is not None
+        output = second.stdout.read().decode()
+        assert code == workers.STARTUP_FAILURE, output
+        assert f"Error: cannot listen on 127.0.0.1:{port}:" in output
+        assert "in use" in output
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/__heartbeat__").status_code == 200
+        assert all(_listens(pid, port) for pid in serving)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=20) == 0
+
+
 def test_the_workers_metrics_are_summed(tmp_path: Path) -> None:
     port = free_port()
     server = serve(tmp_path, port, NUAGES_PLUGINS="prometheus")

@@ -9,7 +9,8 @@ the kernel spreads new connections over the processes.
 :func:`run` is the supervisor ``nuages serve --workers N`` uses (where the platform has
 ``SO_REUSEPORT``): it starts N processes, restarts one that dies, and stops them all on
 SIGINT or SIGTERM. A worker that fails to start (bad settings, an unmigrated database)
-stops the server with uvicorn's exit code for that, 3.
+stops the server with uvicorn's exit code for that, 3; so does a port that something
+listens on already, another Nuages server included (:func:`check_free`).
 """
 
 from __future__ import annotations
@@ -35,22 +36,41 @@ def available() -> bool:
     return hasattr(socket, "SO_REUSEPORT")
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket listening on host:port, sharable with other processes (SO_REUSEPORT)."""
+def _bound_socket(host: str, port: int, *, shared: bool) -> socket.socket:
+    """A TCP socket bound to host:port; `shared`: with SO_REUSEPORT."""
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on host:port, sharable with other processes (SO_REUSEPORT)."""
+    sock = _bound_socket(host, port, shared=True)
+    try:
         sock.listen(2048)
         sock.set_inheritable(True)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def check_free(host: str, port: int) -> None:
+    """Raise :class:`OSError` when something listens on host:port already. Sockets with
+    ``SO_REUSEPORT`` share their port with any other such socket of the same user: without
+    this check, a second server started on the port of a running one would silently get
+    half of its connections, on its own settings and database."""
+    _bound_socket(host, port, shared=False).close()
 
 
 def _worker(target: str, options: dict[str, Any]) -> None:
@@ -72,6 +92,12 @@ def _worker(target: str, options: dict[str, Any]) -> None:
 def run(target: str, options: dict[str, Any], workers: int) -> int:
     """Serve the app factory `target` (``module:function``) with `workers` processes and
     uvicorn `options` (``host``, ``port``, ...); returns the exit code of the server."""
+    host, port = options["host"], options["port"]
+    try:
+        check_free(host, port)
+    except OSError as exc:
+        print(f"Error: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return STARTUP_FAILURE
     context = multiprocessing.get_context("spawn")
     stopping: list[int] = []
 
