@@ -69,6 +69,17 @@ def wait_until_serving(port: int) -> None:
     raise AssertionError("the server did not start")
 
 
+def stopped(server: subprocess.Popen[bytes]) -> tuple[int, str]:
+    """The exit code and output of `server`, which should stop by itself within a minute."""
+    try:
+        code = server.wait(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert server.stdout is not None
+    return code, server.stdout.read().decode()
+
+
 def serving_workers(server: subprocess.Popen[bytes], port: int) -> list[int]:
     """The two worker processes of `server`, once both listen on `port`."""
     wait_until_serving(port)
@@ -106,14 +117,7 @@ def test_a_second_server_on_the_same_port_is_refused(tmp_path: Path) -> None:
     first = serve(tmp_path / "first", port)
     try:
         serving = serving_workers(first, port)
-        second = serve(tmp_path / "second", port)
-        try:
-            code = second.wait(timeout=60)
-        finally:
-            if second.poll() is None:
-                second.kill()
-        assert second.stdout is not None
-        output = second.stdout.read().decode()
+        code, output = stopped(serve(tmp_path / "second", port))
         assert code == workers.STARTUP_FAILURE, output
         assert f"Error: cannot listen on 127.0.0.1:{port}:" in output
         assert "in use" in output
@@ -158,14 +162,7 @@ def test_the_workers_metrics_are_summed(tmp_path: Path) -> None:
 
 
 def test_a_worker_that_cannot_start_stops_the_server(tmp_path: Path) -> None:
-    server = serve(tmp_path, free_port(), migrate=False)
-    try:
-        code = server.wait(timeout=60)
-    finally:
-        if server.poll() is None:
-            server.kill()
-    assert server.stdout is not None
-    output = server.stdout.read().decode()
+    code, output = stopped(serve(tmp_path, free_port(), migrate=False))
     assert code == workers.STARTUP_FAILURE, output
     assert "run `nuages migrate`" in output
 

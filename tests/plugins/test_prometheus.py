@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import httpx
 import pytest
@@ -169,8 +168,7 @@ async def test_group_commits_are_observed(make_client: AppFactory, backend: str)
         assert value(samples, "nuages_postgresql_group_rollbacks_total") == 0
 
 
-@pytest.mark.parametrize("backend", ["memory"])
-async def test_a_toolkit_app_has_metrics_too(backend: str, tmp_path: Path) -> None:
+async def test_a_toolkit_app_has_metrics_too() -> None:
     settings = Settings.load(env={}, storage_url="memory://", plugins=["prometheus"])
     app = readinglist.create_app([readinglist.ARTICLE], settings, migrate=True)
     async with app.lifespan_context():
