@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 import pytest
@@ -139,6 +140,7 @@ def test_a_prefix_must_make_valid_names() -> None:
     Settings.load(env={}, project_name="---")  # without the plugin, no metric names
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process metrics read /proc")
 async def test_process_metrics_are_there(make_client: AppFactory) -> None:
     async with make_client(plugins=["prometheus"]) as c:
         samples = await scrape(c)
