@@ -160,14 +160,23 @@ async def test_group_commits_are_observed(make_client: AppFactory, backend: str)
         samples = await scrape(c)
         groups = value(samples, "nuages_postgresql_group_commit_writes_count")
         writes = value(samples, "nuages_postgresql_group_commit_writes_sum")
+        steps = {
+            step: value(samples, "nuages_postgresql_write_step_seconds_count", step=step)
+            for step in ("join", "lock", "commit")
+        }
         if backend != "postgresql":
-            assert groups == writes == 0  # exposed, but only PostgreSQL commits in groups
+            assert groups == writes == 0  # only PostgreSQL commits in groups
+            assert steps == {"join": 0, "lock": 0, "commit": 0}
             return
         # Every create went through a group; some groups held several.
         assert writes >= 40
         assert 1 <= groups < writes
         assert value(samples, "nuages_postgresql_group_commit_seconds_count") == groups
         assert value(samples, "nuages_postgresql_group_rollbacks_total") == 0
+        # Each write joined a group and waited for its commit; the first member of a
+        # group locks the collection for the others.
+        assert steps["join"] == steps["commit"] == writes
+        assert 1 <= steps["lock"] <= groups
 
 
 async def test_a_toolkit_app_has_metrics_too() -> None:

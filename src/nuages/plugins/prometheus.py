@@ -16,6 +16,10 @@ and answers in Prometheus' text format. Its metrics, named with the prefix of
 - ``postgresql_group_commit_seconds`` (histogram): how long such a transaction was open.
 - ``postgresql_group_rollbacks_total`` (counter): group commits rolled back (their members
   are rerun, or answered with an error).
+- ``postgresql_write_step_seconds`` (histogram; ``step``): where a write request in a group
+  commit waits: ``join`` (for its collection's lane in this process, and the opening of
+  a group), ``lock`` (the collection's lock, held by other processes' groups), ``commit``
+  (from the end of its code to its group's ``COMMIT``).
 - one process (``process_*``, ``python_*``): memory, CPU, open files, garbage collection.
   Not with several processes (below).
 
@@ -54,6 +58,7 @@ MULTIPROCESS_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 DURATION_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 GROUP_BUCKETS: Final = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 GROUP_SECONDS_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+STEP_BUCKETS: Final = (0.0005, *GROUP_SECONDS_BUCKETS)
 METHODS: Final = frozenset({"get", "head", "post", "put", "patch", "delete", "options"})
 PLAIN_TEXT: Final = "text/plain; version=0.0.4; charset=utf-8"  # what any scraper reads
 CAPABILITY: Final = {"description": "Prometheus metrics.", "url": "https://prometheus.io/"}
@@ -104,6 +109,13 @@ class Metrics:
             buckets=GROUP_SECONDS_BUCKETS,
             registry=owner,
         )
+        self.write_steps = prom.Histogram(
+            f"{prefix}postgresql_write_step_seconds",
+            "Where a write request in a group commit waits: join, lock, commit.",
+            ("step",),
+            buckets=STEP_BUCKETS,
+            registry=owner,
+        )
         self.group_rollbacks = prom.Counter(
             f"{prefix}postgresql_group_rollbacks",
             "Group commits rolled back: their write requests were rerun or failed.",
@@ -112,6 +124,7 @@ class Metrics:
         # The labelled children, by their labels: labels() costs a lock and a tuple.
         self._counted: dict[tuple[str, str, int], Any] = {}
         self._timed: dict[tuple[str, str], Any] = {}
+        self._steps: dict[str, Any] = {}
 
     def observe_response(
         self, method: str, endpoint: str | None, status: int, started: float
@@ -138,6 +151,12 @@ class Metrics:
             self.group_seconds.observe(seconds)
         else:
             self.group_rollbacks.inc()
+
+    def observe_step(self, step: str, seconds: float) -> None:
+        timer = self._steps.get(step)
+        if timer is None:
+            timer = self._steps[step] = self.write_steps.labels(step)
+        timer.observe(seconds)
 
     def exposition(self, accept: str) -> tuple[bytes, str]:
         """The metrics in the format `accept` asks for (Prometheus text or OpenMetrics),
@@ -210,6 +229,7 @@ def install(dispatcher: Dispatcher) -> Metrics:
     dispatcher.response_observers.append(metrics.observe_response)
     for db in _postgresql_databases(dispatcher):
         db.group_observers.append(metrics.observe_group)
+        db.step_observers.append(metrics.observe_step)
     dispatcher.capabilities["prometheus"] = {**CAPABILITY, "prefix": prefix}
     return metrics
 

@@ -105,6 +105,11 @@ T = TypeVar("T")
 # Of a group commit that ended: its members (write requests answered by its end), the
 # seconds it was open (from its BEGIN's answer to its COMMIT's), and whether it committed.
 GroupObserver = Callable[[int, float, bool], None]
+# Of a step of a write request in a group commit, and its seconds: "join" (from its first
+# write statement to its place in a group: the lane, and the group's opening if it is the
+# first), "lock" (its scope's lock statement, which waits for other processes' groups),
+# "commit" (from the end of its code to its group's COMMIT answered).
+StepObserver = Callable[[str, float], None]
 
 # The object keys and ACL URIs whose writes can change a read's answer.
 Depends = tuple[frozenset[bytes], frozenset[str]]
@@ -535,8 +540,16 @@ class PostgreSQLDatabase:
             contextvars.ContextVar("nuages_postgresql_transaction", default=None)
         )
         self._lanes: dict[str, _Lane] = {}
-        # Told of every group commit as it ends (nuages.plugins.prometheus).
+        # Told of every group commit as it ends, and of its members' steps
+        # (nuages.plugins.prometheus).
         self.group_observers: list[GroupObserver] = []
+        self.step_observers: list[StepObserver] = []
+
+    def observe_step(self, step: str, started: float) -> None:
+        """Tell the step observers that `step` took since ``time.perf_counter()`` `started`."""
+        seconds = time.perf_counter() - started
+        for observe in self.step_observers:
+            observe(step, seconds)
 
     @property
     def name(self) -> str:
@@ -702,8 +715,11 @@ class PostgreSQLDatabase:
             if committed is None:
                 self._drop_idle(scope, lane)
         if committed is not None:
+            started = time.perf_counter() if self.step_observers else 0.0
             # Done once the group is committed; a cancelled caller does not cancel that.
             await asyncio.shield(committed)
+            if started:
+                self.observe_step("commit", started)
 
     def _drop_idle(self, scope: str, lane: _Lane) -> None:
         """Forget `lane` when nobody uses it (its members, its group's commit)."""
@@ -720,6 +736,7 @@ class PostgreSQLDatabase:
         lane = tx.lane
         if lane is None:
             raise BackendError("this PostgreSQL transaction has no connection")
+        started = time.perf_counter() if self.step_observers else 0.0
         await lane.lock.acquire()
         try:
             group = lane.group
@@ -740,6 +757,8 @@ class PostgreSQLDatabase:
         tx.group = group
         tx.locked = group.locked
         tx.conn = group.conn
+        if started:
+            self.observe_step("join", started)
 
     def _leave(self, scope: str, lane: _Lane, group: _Group) -> None:
         """A member is done with its lane: the group's commit is queued behind the
