@@ -1047,9 +1047,9 @@ class Settings:
             yield "auth: 'basicauth' must come after 'accounts' (it identifies anyone)"
         if "accounts" in self.plugins and "accounts" not in self.auth:
             yield "plugins: the accounts plugin needs the accounts auth policy (auth = accounts)"
-        if "prometheus" in self.plugins and not metric_prefix(self)[:1].isalpha():
+        if "prometheus" in self.plugins and not (prefix := metric_prefix(self))[:1].isalpha():
             yield (
-                f"prometheus_prefix: metric names cannot start with {metric_prefix(self)!r}; "
+                f"prometheus_prefix: metric names cannot start with {prefix!r}; "
                 "set a prefix that starts with a letter"
             )
         legacy = bool(self.openid_issuer and self.openid_audience)

@@ -72,7 +72,6 @@ class Metrics:
         import prometheus_client as prom
         from prometheus_client import multiprocess
 
-        self.directory = directory
         self.registry = prom.CollectorRegistry(auto_describe=True)
         if directory is not None:
             # The values live in files of the directory: the metrics are registered

@@ -827,14 +827,15 @@ async def _lock_scope(tx: PostgreSQLTransaction, parent_id: str, resource_name: 
         return known
     queue = (_SCOPE_LOCKS, int.from_bytes(scope[:4], "big", signed=True))
     while True:
-        started = time.perf_counter() if tx.db.step_observers else 0.0
+        # Timed for a member of a group commit (tx.join() placed it), when observed.
+        started = time.perf_counter() if tx.group is not None and tx.db.step_observers else 0.0
         value = await tx.fetchval(
             "SELECT last_modified FROM timestamps WHERE scope = $1"
             " AND pg_advisory_xact_lock($2, $3) IS NOT NULL FOR UPDATE",
             scope,
             *queue,
         )
-        if started and tx.group is not None:  # a member of a group commit
+        if started:
             tx.db.observe_step("lock", started)
         if value is not None:
             tx.locked[scope] = int(value)
