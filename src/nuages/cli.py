@@ -141,7 +141,7 @@ def serve(
         "server_header": False,
         # Nuages writes its own access log (nuages.web.accesslog), cheaper than uvicorn's.
         "access_log": False,
-        # uvicorn's httptools protocol, sending each response in one write (nuages.web.server).
+        # HTTP/1.1 on httptools with less Python per request than uvicorn's (nuages.web.server).
         "http": _http_protocol(),
         # Always explicit: left to None, uvicorn would read $WEB_CONCURRENCY behind our back.
         "workers": settings.workers,
