@@ -8,7 +8,8 @@ version 2 migration computes for an existing database.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from tests.backends import test_oracle_properties as sqlite_oracle
 from nuages.core.objects import Comparison, Filter, ListQuery, Sort
 from nuages.sqlite import CURRENT_SCHEMA_VERSION, SQLiteDatabase
 from nuages.storage import sqlite as compiler
-from nuages.storage.autoindex import AutoIndexConfig
+from nuages.storage.autoindex import AutoIndexConfig, AutoIndexer
 from nuages.storage.memory import MemoryStorage
 from nuages.storage.protocol import Storage
 from nuages.storage.sqlite import SQLiteStorage
@@ -204,3 +205,31 @@ def test_settings_configure_automatic_indexes(
     storage = open_backends(settings).storage
     assert storage.indexer.config == expected
     assert storage.indexer.enabled is (expected.max_indexes > 0)
+
+
+async def test_an_index_serves_listings_once_its_builder_says_it_is_ready() -> None:
+    """What a build does after the index exists (PostgreSQL's ANALYZE) does not hold
+    listings back: the index is known from the builder's `ready()` on."""
+    analysed = asyncio.Event()
+    names: set[str] = set()
+
+    async def load() -> set[str]:
+        return set(names)
+
+    async def build(name: str, statement: str, ready: Callable[[], None]) -> bool:
+        names.add(name)
+        ready()
+        await analysed.wait()  # the slow rest of the build
+        return True
+
+    async def live() -> int:
+        return 1_000_000
+
+    indexer = AutoIndexer(AutoIndexConfig(min_objects=0, hits=1), load, build)
+    await indexer.observe("nuages_auto_x", "CREATE INDEX ...", live)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert "nuages_auto_x" in indexer.known  # before the build is over
+    analysed.set()
+    await indexer.wait()
+    assert indexer.known == {"nuages_auto_x"}

@@ -169,3 +169,38 @@ async def test_total_objects_of_a_scope_is_kept_by_writes(
     async with storage.transaction(write=True) as tx:
         await tx.purge("/p")
     assert await count() == 0
+
+
+async def test_an_index_another_process_built_is_taken_while_it_holds_the_build_lock(
+    pg: tuple[str, PostgreSQLDatabase],
+) -> None:
+    """A process that finds the index valid takes it at once: it neither waits for the
+    build lock (another process may hold it for a long ANALYZE) nor analyses again."""
+    url, db = pg
+    query = ListQuery(filters=(Filter("category", "c1"),), sorting=(Sort("score", -1),))
+    shape = compiler.index_shape(RESOURCE, "/big", query)
+    assert shape is not None
+    index = compiler.index_statement(shape)
+    assert index is not None
+    name, statement = index
+    builder = PostgreSQLStorage(db, auto_index=EAGER)
+    assert await builder._build_index(name, statement, lambda: None)
+    other = PostgreSQLStorage(PostgreSQLDatabase(url, pool_size=1), auto_index=EAGER)
+    holder = await asyncpg.connect(url, timeout=10)
+    try:
+        assert await holder.fetchval("SELECT pg_try_advisory_lock($1)", compiler._BUILD_LOCK)
+        ready: list[str] = []
+        assert await other._build_index(name, statement, lambda: ready.append(name))
+        assert ready == [name]
+        await other.indexer.observe(name, statement, _many)
+        await other.indexer.wait()
+        assert name in other.indexer.known
+    finally:
+        await holder.close()
+        await other.indexer.aclose()
+        await other.db.aclose()
+        await builder.indexer.aclose()
+
+
+async def _many() -> int:
+    return 1_000_000

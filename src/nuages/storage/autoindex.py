@@ -96,14 +96,15 @@ def shape_of(
 class AutoIndexer:
     """The automatic indexes of one database, as this process knows them.
 
-    `load` lists the names of the valid automatic indexes; `build` creates one (a name and
-    its statement), idempotent across processes, and says whether the index now exists
-    (False: another process is building it).
+    `load` lists the names of the valid automatic indexes; `build` creates one (a name,
+    its statement, and a function to call as soon as the index serves listings, before
+    any work the build does after it), idempotent across processes, and says whether the
+    index now exists (False: another process is building it).
     """
 
     config: AutoIndexConfig
     load: Callable[[], Awaitable[set[str]]]
-    build: Callable[[str, str], Awaitable[bool]]
+    build: Callable[[str, str, Callable[[], None]], Awaitable[bool]]
     known: set[str] = field(default_factory=set)
     _loaded_at: float = float("-inf")
     _counts: dict[str, int] = field(default_factory=dict)
@@ -162,7 +163,7 @@ class AutoIndexer:
             # One build at a time: concurrent builds on one table wait for each other.
             async with self._building:
                 started = time.monotonic()
-                built = await self.build(name, statement)
+                built = await self.build(name, statement, lambda: self.known.add(name))
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -49,7 +49,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from re import _casefix  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any, Final, TypeGuard
@@ -545,25 +545,27 @@ class PostgreSQLStorage:
         )
         return {row[0] for row in rows}
 
-    async def _build_index(self, name: str, statement: str) -> bool:
+    async def _build_index(self, name: str, statement: str, ready: Callable[[], None]) -> bool:
         """Build an automatic index on a connection of its own: ``CONCURRENTLY`` (writes
-        go on meanwhile) cannot run in a transaction. One build at a time in the whole
-        database (an advisory lock: two concurrent builds on one table deadlock, each
-        waiting for the other's transaction); an invalid leftover of an interrupted build
-        is dropped first. Then ANALYZE gives the planner statistics on its expressions."""
+        go on meanwhile) cannot run in a transaction. An index another process built is
+        only taken. One build at a time in the whole database (an advisory lock: two
+        concurrent builds on one table deadlock, each waiting for the other's
+        transaction); an invalid leftover of an interrupted build is dropped first. Once
+        built, the index serves listings (`ready`), then ANALYZE gives the planner
+        statistics on its expressions: under load it takes longer than the build, and
+        listings waited for it."""
         conn = await asyncpg.connect(self.db.dsn, timeout=self.db.timeout)
         try:
+            if await _index_valid(conn, name):
+                ready()  # built by another process, which analyses the table
+                return True
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _BUILD_LOCK):
                 return False  # another process is building one: this one waits its turn
             try:
-                valid = await conn.fetchval(
-                    "SELECT i.indisvalid FROM pg_index AS i JOIN pg_class AS c"
-                    " ON c.oid = i.indexrelid WHERE c.relname = $1",
-                    name,
-                )
-                if valid is False:
+                if await _index_valid(conn, name) is False:
                     await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
                 await conn.execute(statement, timeout=None)
+                ready()
                 await conn.execute("ANALYZE objects", timeout=None)
             finally:
                 await conn.execute("SELECT pg_advisory_unlock($1)", _BUILD_LOCK)
@@ -628,6 +630,16 @@ def _encode(obj: Mapping[str, Any]) -> _Stored:
 def _text(value: str) -> str:
     """`value` as TEXT can hold it (U+0000 becomes U+FFFD): for sorting and prefixes only."""
     return value.replace("\x00", "\ufffd")
+
+
+async def _index_valid(conn: Any, name: str) -> bool | None:
+    """Whether the index `name` is valid (None: there is none)."""
+    valid: bool | None = await conn.fetchval(
+        "SELECT i.indisvalid FROM pg_index AS i JOIN pg_class AS c"
+        " ON c.oid = i.indexrelid WHERE c.relname = $1",
+        name,
+    )
+    return valid
 
 
 async def page_statement(

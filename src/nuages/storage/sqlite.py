@@ -21,7 +21,7 @@ import hashlib
 import itertools
 import re
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -267,7 +267,7 @@ class SQLiteStorage:
         )
         return {row[0] for row in rows}
 
-    async def _build_index(self, name: str, statement: str) -> bool:
+    async def _build_index(self, name: str, statement: str, ready: Callable[[], None]) -> bool:
         """Build an automatic index in a write transaction of its own (SQLite has no
         concurrent index build: writes wait meanwhile, reads go on)."""
         async with self.db.transaction(write=True) as tx:
