@@ -456,7 +456,8 @@ class HttpProtocol(asyncio.Protocol):
             return
         self.parsing = None
         exchange.complete = True
-        exchange._wake()
+        if exchange.waiter is not None:
+            exchange._wake()
 
     # -- exchanges -------------------------------------------------------------------
     def _start(self, exchange: _Exchange) -> None:
@@ -497,7 +498,8 @@ class HttpProtocol(asyncio.Protocol):
     def finished(self, exchange: _Exchange) -> None:
         """`exchange`'s response is sent: start the next request, or wait for one."""
         self.state.total_requests += 1
-        exchange._wake()  # a receive() waiting for the end of the exchange
+        if exchange.waiter is not None:
+            exchange._wake()  # a receive() waiting for the end of the exchange
         if self.parsing is exchange:
             self.parsing = None  # the rest of its body is parsed and dropped
         self.current = None
@@ -510,8 +512,11 @@ class HttpProtocol(asyncio.Protocol):
             self._start(self.queue.popleft())
             if not self.queue:
                 self.resume_reading()
-        else:
+            return
+        if self.reading_paused:
             self.resume_reading()
+        self.idle_since = self.loop.time()
+        if self.timer is None:
             self._idle()
 
     # -- WebSocket -------------------------------------------------------------------
