@@ -21,6 +21,7 @@ The web layer maps each family to a status and an errno in exactly one table
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -164,12 +165,19 @@ class Attempt:
     kept, and are not yet confirmed current. The backend confirms them with the request's
     next statement; if none did, the dispatcher calls it before answering. It answers
     False when they changed (the backend forgot them): the work is then rerun, reading
-    them anew. Never set on the last attempt."""
+    them anew. Never set on the last attempt.
+
+    ``since`` (``time.monotonic_ns()``): the attempt's start, moved to the end of each of
+    its commits. A backend may answer a read of the attempt made outside any transaction
+    with the answer of an identical statement sent at or after it (the statement sees
+    all that the attempt must see: what was committed before the request arrived, and
+    its own writes)."""
 
     last: bool
     careful: bool = False
     scope: str | None = None
     unconfirmed: Callable[[], Awaitable[bool]] | None = None
+    since: int = field(default_factory=time.monotonic_ns)
 
 
 CURRENT_ATTEMPT: ContextVar[Attempt | None] = ContextVar("nuages_attempt", default=None)

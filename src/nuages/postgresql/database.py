@@ -434,9 +434,33 @@ def take_kept_principals(db: PostgreSQLDatabase) -> KeptPrincipals | None:
     return kept
 
 
+class _Shared:
+    """A read statement sent outside any transaction, and its answer to come
+    (:class:`_Statements`)."""
+
+    __slots__ = ("answer", "sent")
+
+    def __init__(self, sent: int, answer: asyncio.Future[list[Any]]) -> None:
+        self.sent = sent  # time.monotonic_ns() before it was sent
+        self.answer = answer
+
+
+class _Abandoned(Exception):
+    """The request that sent a shared statement was cancelled: the others send theirs."""
+
+
 class _Statements:
-    """:meth:`PostgreSQLDatabase.statements`: a connection of the pool from entry to exit
-    (a class: the context of every object read, cheaper than a generator's)."""
+    """:meth:`PostgreSQLDatabase.statements`: read statements outside any transaction, on
+    a connection of the pool taken at the first one sent and kept until exit (a class:
+    the context of every object read, cheaper than a generator's).
+
+    A statement identical to one already sent and still unanswered (the same SQL, the
+    same arguments) is not sent again when it was sent at or after the ``since`` of the
+    request's attempt (:class:`~nuages.core.errors.Attempt`): its answer is shared. It
+    comes from a snapshot taken after the request arrived and after the attempt's own
+    commits, as the request's own statement would be: the request sees everything it
+    must. Concurrent creates in one collection by one user read the collection and the
+    user's grant with identical statements: most of them share one."""
 
     __slots__ = ("_conn", "_db", "_pool")
 
@@ -446,7 +470,6 @@ class _Statements:
         self._conn: Any = None
 
     async def __aenter__(self) -> Callable[..., Awaitable[list[Any]]]:
-        self._pool, self._conn = await self._db._acquire()
         return self.fetch
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -454,6 +477,35 @@ class _Statements:
             self._pool.release(self._conn)
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        attempt = CURRENT_ATTEMPT.get()
+        if attempt is None:
+            return await self._send(sql, args)
+        key = (sql, *[tuple(arg) if type(arg) is list else arg for arg in args])
+        shared = self._db._shared
+        earlier = shared.get(key)
+        if earlier is not None and earlier.sent >= attempt.since:
+            try:
+                return list(await asyncio.shield(earlier.answer))
+            except _Abandoned:
+                pass  # its sender was cancelled: send it again
+        entry = _Shared(time.monotonic_ns(), asyncio.get_running_loop().create_future())
+        shared[key] = entry
+        try:
+            rows = await self._send(sql, args)
+        except BaseException as exc:
+            entry.answer.set_exception(exc if isinstance(exc, Exception) else _Abandoned())
+            entry.answer.exception()  # retrieved: no warning when nobody shared it
+            raise
+        else:
+            entry.answer.set_result(rows)
+        finally:
+            if shared.get(key) is entry:
+                del shared[key]
+        return rows
+
+    async def _send(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        if self._conn is None:
+            self._pool, self._conn = await self._db._acquire()
         conn = self._conn
         try:
             rows: list[Any] = await conn.fetch(sql, *args, timeout=self._db.timeout)
@@ -465,6 +517,13 @@ class _Statements:
             _discard(conn)  # cancelled mid-statement: its state is unknown
             raise
         return rows
+
+
+def _committed() -> None:
+    """The attempt running in this context committed: its later reads see that commit."""
+    attempt = CURRENT_ATTEMPT.get()
+    if attempt is not None:
+        attempt.since = time.monotonic_ns()
 
 
 class _Deferred:
@@ -540,6 +599,9 @@ class PostgreSQLDatabase:
             contextvars.ContextVar("nuages_postgresql_transaction", default=None)
         )
         self._lanes: dict[str, _Lane] = {}
+        # Read statements sent outside any transaction and not answered yet, by SQL text
+        # and arguments (_Statements).
+        self._shared: dict[tuple[Any, ...], _Shared] = {}
         # Told of every group commit as it ends, and of its members' steps
         # (nuages.plugins.prometheus).
         self.group_observers: list[GroupObserver] = []
@@ -678,6 +740,8 @@ class PostgreSQLDatabase:
                     if isinstance(exc, _UNAVAILABLE):
                         raise _backend_error(exc) from exc
                     raise
+                if write:
+                    _committed()
             finally:
                 tx.finished = True
                 self._current.reset(token)
@@ -718,6 +782,7 @@ class PostgreSQLDatabase:
             started = time.perf_counter() if self.step_observers else 0.0
             # Done once the group is committed; a cancelled caller does not cancel that.
             await asyncio.shield(committed)
+            _committed()
             if started:
                 self.observe_step("commit", started)
 
