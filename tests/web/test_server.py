@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import uvicorn
 
+from nuages.core.errors import CURRENT_ATTEMPT
 from nuages.settings import Settings
 from nuages.web.app import create_app
 from nuages.web.server import HttpProtocol
@@ -547,3 +548,36 @@ def test_nuages_refuses_a_body_above_its_limit_with_a_413(nuages: Server) -> Non
     )
     data, _ = read_until_quiet(sock)
     assert statuses(data) == [413]
+
+
+def test_a_requests_first_attempt_sees_from_when_the_request_was_read(tmp_path: Any) -> None:
+    """The protocol stamps each request when it reads it; the dispatcher's first attempt
+    starts from there (errors.Attempt.since), so that statements sent for requests read
+    after it cannot be shared with it."""
+    settings = Settings.load(
+        storage_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        auth="basicauth",
+        userid_hmac_secret="x",
+    )
+    application = create_app(settings, migrate=True)
+    seen: list[tuple[int, int]] = []
+
+    async def hook(req: Any, route: Any, params: Any, tx: Any) -> Any:
+        attempt = CURRENT_ATTEMPT.get()
+        assert attempt is not None
+        seen.append((req.arrived, attempt.since))
+        await asyncio.sleep(0.05)  # the attempt begins well after the request was read
+        return req, params
+
+    application.dispatcher.request_hooks.append(hook)
+    with Server(application, lifespan="on") as running:
+        sock = running.connect()
+        before = time.monotonic_ns()
+        sock.sendall(request("/v1/", AUTH))
+        data, _ = read_until_quiet(sock)
+        between = time.monotonic_ns()
+        sock.sendall(request("/v1/", AUTH))
+        data += read_until_quiet(sock)[0]
+    assert statuses(data) == [200, 200]
+    [(first, since), (second, second_since)] = seen
+    assert before <= first == since < between <= second == second_since

@@ -167,7 +167,8 @@ class Attempt:
     False when they changed (the backend forgot them): the work is then rerun, reading
     them anew. Never set on the last attempt.
 
-    ``since`` (``time.monotonic_ns()``): the attempt's start, moved to the end of each of
+    ``since`` (``time.monotonic_ns()``): when the request was read (the web dispatcher sets
+    it, when the server tells) or else the attempt's start, moved to the end of each of
     its commits. A backend may answer a read of the attempt made outside any transaction
     with the answer of an identical statement sent at or after it (the statement sees
     all that the attempt must see: what was committed before the request arrived, and

@@ -283,6 +283,7 @@ class App:
             base_url=f"{scope.get('scheme', 'http')}://{headers.get('host') or 'localhost'}",
             client=client[0] if client else None,
             stream=stream,
+            arrived=scope.get("nuages.arrived"),
         )
         return await self.dispatcher.handle(web_request)
 

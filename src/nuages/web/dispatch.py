@@ -269,6 +269,8 @@ class Dispatcher:
         careful = False
         for number in range(1, _TRANSACTION_ATTEMPTS + 1):
             attempt = errors.Attempt(last=number == _TRANSACTION_ATTEMPTS, careful=careful)
+            if number == 1 and req.arrived is not None:
+                attempt.since = req.arrived  # the first sees what was before the request
             token = errors.CURRENT_ATTEMPT.set(attempt)
             try:
                 answer = await self._dispatch(req, tx)

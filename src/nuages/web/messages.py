@@ -27,6 +27,9 @@ class WebRequest:
     client: str | None = None
     # The unread body, for a route whose handler has ``streams_body`` (then `body` is b"").
     stream: AsyncIterator[bytes] | None = None
+    # time.monotonic_ns() when the server had read the request, when it tells
+    # (``nuages.arrived`` in the ASGI scope; errors.Attempt.since).
+    arrived: int | None = None
 
 
 @dataclass(slots=True)

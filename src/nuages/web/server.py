@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+import time
 from collections import deque
 from typing import Any
 from urllib.parse import unquote
@@ -426,6 +427,9 @@ class HttpProtocol(asyncio.Protocol):
             "query_string": url.query or b"",
             "headers": headers,
             "state": self.app_state.copy(),
+            # When the request was read (errors.Attempt.since): before any statement sent
+            # for the requests read after it.
+            "nuages.arrived": time.monotonic_ns(),
         }
         continue_expected = False
         if version == "1.1":
