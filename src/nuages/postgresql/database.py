@@ -64,6 +64,16 @@ Group commit
     the lane. An early read does not see the uncommitted writes of the members before it:
     when that makes its write conflict, its rerun reads in the group.
 
+Shared reads
+    A read statement outside any transaction (an object read, a write's early read) that
+    is identical to one sent and still unanswered, the same SQL text with the same
+    arguments, is not sent again when that one was sent after the request was read and
+    after the request's own commits (:attr:`~nuages.core.errors.Attempt.since`): it
+    shares its answer, from a snapshot taken after anything the request must see. The
+    creates of one user in one collection read the collection and the user's grant with
+    identical statements: under concurrent creates, most share one. A request whose
+    statement's sender was cancelled sends its own.
+
 Transactions and joining
     As in :mod:`nuages.sqlite.database`: the open transaction lives in a context variable,
     so the storage and permission backends of one request share one transaction (one
