@@ -93,9 +93,9 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
             await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
             SEEN["big-sent"] += 1
         await send({"type": "http.response.body", "body": b""})
-    elif path == "/no-content":
+    elif path == "/no-content":  # its body must not be sent
         await send({"type": "http.response.start", "status": 204, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+        await send({"type": "http.response.body", "body": b"not sent"})
     elif path == "/fail-early":
         raise RuntimeError("failed before its response")
     elif path == "/fail-late":
@@ -325,6 +325,7 @@ def test_no_content_has_no_body_framing(server: Server) -> None:
     first, second = data.split(b"HTTP/1.1 200 OK")
     assert first.startswith(b"HTTP/1.1 204 No Content\r\n")
     assert b"transfer-encoding" not in first and first.endswith(b"\r\n\r\n")
+    assert b"not sent" not in data
     assert second.endswith(b"GET /echo  0")
 
 

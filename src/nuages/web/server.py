@@ -116,7 +116,7 @@ class _Exchange:
         self.scope = scope
         self.keep_alive = keep_alive
         self.continue_expected = continue_expected
-        self.head_only = scope["method"] == "HEAD"
+        self.head_only = scope["method"] == "HEAD"  # (or a status without a body)
         # Request
         self.body = bytearray()
         self.complete = False  # its whole body was parsed
@@ -217,7 +217,9 @@ class _Exchange:
                     close = b"close" in value.lower()
         if close:
             self.keep_alive = False
-        if status in _NO_BODY_STATUSES or status < 200 or self.head_only:
+        if status in _NO_BODY_STATUSES or status < 200:
+            self.head_only = True  # whatever body the application gives is not sent
+        if self.head_only:
             pass
         elif length is not None:
             self.remaining = length
