@@ -28,6 +28,20 @@ BACKENDS = os.environ.get("NUAGES_TEST_BACKENDS", _DEFAULT_BACKENDS).split(",")
 AppFactory = Callable[..., Any]
 
 
+@asynccontextmanager
+async def serving(
+    app: Any,
+    *,
+    auth: tuple[str, str] | None = ALICE,
+    base_url: str = "http://testserver",
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on `app` between its start-up and its shutdown (its lifespan)."""
+    async with app.lifespan_context():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=base_url, auth=auth) as client:
+            yield client
+
+
 async def _storage_url(backend: str, tmp_path: Path) -> str:
     if backend == "memory":
         return "memory://"
@@ -68,13 +82,9 @@ def make_client(backend: str, tmp_path: Path) -> AppFactory:
         values.update(overrides)
         settings = Settings.load(env={}, **values)
         app = create_app(settings, migrate=True)
-        async with app.lifespan_context():
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(
-                transport=transport, base_url="http://testserver", auth=ALICE
-            ) as client:
-                client.app = app  # type: ignore[attr-defined]
-                yield client
+        async with serving(app) as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
 
     return factory
 

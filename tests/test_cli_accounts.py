@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import httpx
 import pytest
 from click.testing import CliRunner, Result
+from tests.conftest import serving
 
 from nuages import cli
 from nuages.settings import Settings
@@ -41,14 +41,12 @@ def whoami(env: dict[str, str], auth: tuple[str, str]) -> str | None:
 
 async def _whoami(env: dict[str, str], auth: tuple[str, str]) -> str | None:
     app = create_app(Settings.load(env=env))
-    async with app.lifespan_context():
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            accounts = await client.get("/v1/accounts", auth=auth)
-            user = (await client.get("/v1/", auth=auth)).json().get("user")
-            if user is not None:
-                assert accounts.status_code == 200  # the administrator lists accounts
-            return None if user is None else str(user["id"])
+    async with serving(app, auth=None, base_url="http://t") as client:
+        accounts = await client.get("/v1/accounts", auth=auth)
+        user = (await client.get("/v1/", auth=auth)).json().get("user")
+        if user is not None:
+            assert accounts.status_code == 200  # the administrator lists accounts
+        return None if user is None else str(user["id"])
 
 
 def test_create_user_from_stdin(env: dict[str, str]) -> None:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from examples import readinglist
 from prometheus_client.parser import text_string_to_metric_families
-from tests.conftest import ALICE, AppFactory
+from tests.conftest import AppFactory, serving
 
 from nuages.settings import Settings, SettingsError
 
@@ -182,20 +182,16 @@ async def test_group_commits_are_observed(make_client: AppFactory, backend: str)
 async def test_a_toolkit_app_has_metrics_too() -> None:
     settings = Settings.load(env={}, storage_url="memory://", plugins=["prometheus"])
     app = readinglist.create_app([readinglist.ARTICLE], settings, migrate=True)
-    async with app.lifespan_context():
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://testserver", auth=ALICE
-        ) as c:
-            assert (await c.get("/v1/articles")).status_code == 200
-            samples = await scrape(c)
-            assert (
-                value(
-                    samples,
-                    "nuages_request_summary_total",
-                    method="get",
-                    endpoint="article-plural",
-                    status="200",
-                )
-                == 1
+    async with serving(app) as c:
+        assert (await c.get("/v1/articles")).status_code == 200
+        samples = await scrape(c)
+        assert (
+            value(
+                samples,
+                "nuages_request_summary_total",
+                method="get",
+                endpoint="article-plural",
+                status="200",
             )
+            == 1
+        )

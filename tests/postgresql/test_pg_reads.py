@@ -12,9 +12,9 @@ import itertools
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
 import pytest
 from tests import services
+from tests.conftest import serving
 
 from nuages.core.authorization import AUTHENTICATED
 from nuages.core.errors import CURRENT_ATTEMPT, Attempt, TransactionConflict
@@ -235,22 +235,18 @@ async def test_the_dispatcher_confirms_kept_principals_that_no_statement_did() -
     await services.empty_database(url)
     app = create_app(Settings.load(env={}, storage_url=url), migrate=True)
     other = PostgreSQLPermission(PostgreSQLDatabase(url, pool_size=1))
-    async with app.lifespan_context():
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://t/v1", auth=("alice", "pw")
-        ) as client:
-            reader = app.dispatcher.service.reader  # type: ignore[attr-defined]
-            user_ids = ((await client.get("/")).json()["user"]["id"], AUTHENTICATED)
-            assert (await client.put("/buckets/b")).status_code == 201
-            kept = reader._principals[user_ids]  # read for the PUT, and kept
-            invalid = "/buckets/b/collections/c/records/not%20valid"
-            assert (await client.patch(invalid, json={"data": {}})).status_code == 400
-            assert reader._principals[user_ids] is kept  # confirmed: the token is current
-            await _change(other)
-            assert (await client.patch(invalid, json={"data": {}})).status_code == 400
-            # The token had changed: forgotten, and read again by the rerun.
-            assert reader._principals[user_ids][1] != kept[1]
+    async with serving(app, auth=("alice", "pw"), base_url="http://t/v1") as client:
+        reader = app.dispatcher.service.reader  # type: ignore[attr-defined]
+        user_ids = ((await client.get("/")).json()["user"]["id"], AUTHENTICATED)
+        assert (await client.put("/buckets/b")).status_code == 201
+        kept = reader._principals[user_ids]  # read for the PUT, and kept
+        invalid = "/buckets/b/collections/c/records/not%20valid"
+        assert (await client.patch(invalid, json={"data": {}})).status_code == 400
+        assert reader._principals[user_ids] is kept  # confirmed: the token is current
+        await _change(other)
+        assert (await client.patch(invalid, json={"data": {}})).status_code == 400
+        # The token had changed: forgotten, and read again by the rerun.
+        assert reader._principals[user_ids][1] != kept[1]
     await other.db.aclose()
 
 

@@ -8,6 +8,7 @@ import asyncpg
 import httpx
 import pytest
 from tests import services
+from tests.conftest import serving
 
 from nuages.core.errors import BackendError
 from nuages.core.objects import ListQuery
@@ -149,20 +150,16 @@ async def test_nul_characters_and_long_ids_are_stored_exactly() -> None:
     url = await services.create_database()
     await services.empty_database(url)
     app = create_app(Settings.load(env={}, storage_url=url), migrate=True)
-    async with app.lifespan_context():
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://t", auth=ALICE
-        ) as client:
-            bucket = "b" * 5000
-            assert (await client.put(f"/v1/buckets/{bucket}")).status_code == 201
-            records = f"/v1/buckets/{bucket}/collections/c/records"
-            assert (await client.put(f"/v1/buckets/{bucket}/collections/c")).status_code == 201
-            data = {"s": "a\u0000b", "n": 1e16, "k\u0000": [1.5, "\u0000"]}
-            created = await client.put(f"{records}/{'r' * 5000}", json={"data": data})
-            assert created.status_code == 201, created.text
-            listed = (await client.get(records)).json()["data"]
-            assert [{k: o[k] for k in data} for o in listed] == [data]
-            assert listed[0]["id"] == "r" * 5000
-            filtered = await client.get(records, params={"s": "a\u0000b"})
-            assert filtered.status_code < 500  # (400: the API refuses U+0000 in querystrings)
+    async with serving(app, base_url="http://t") as client:
+        bucket = "b" * 5000
+        assert (await client.put(f"/v1/buckets/{bucket}")).status_code == 201
+        records = f"/v1/buckets/{bucket}/collections/c/records"
+        assert (await client.put(f"/v1/buckets/{bucket}/collections/c")).status_code == 201
+        data = {"s": "a\u0000b", "n": 1e16, "k\u0000": [1.5, "\u0000"]}
+        created = await client.put(f"{records}/{'r' * 5000}", json={"data": data})
+        assert created.status_code == 201, created.text
+        listed = (await client.get(records)).json()["data"]
+        assert [{k: o[k] for k in data} for o in listed] == [data]
+        assert listed[0]["id"] == "r" * 5000
+        filtered = await client.get(records, params={"s": "a\u0000b"})
+        assert filtered.status_code < 500  # (400: the API refuses U+0000 in querystrings)

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from examples import readinglist
-from tests.conftest import ALICE, BOB
+from tests.conftest import ALICE, BOB, serving
 
 from nuages.toolkit import Settings
 
@@ -24,12 +24,8 @@ async def client(backend: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClien
     url = "memory://" if backend == "memory" else f"sqlite:///{tmp_path / 'readinglist.db'}"
     settings = Settings.load(env={}, storage_url=url)
     app = readinglist.create_app([readinglist.ARTICLE], settings, migrate=True)
-    async with app.lifespan_context():
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://testserver", auth=ALICE
-        ) as c:
-            yield c
+    async with serving(app) as c:
+        yield c
 
 
 async def _post(

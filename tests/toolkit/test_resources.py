@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import ALICE, BOB
+from tests.conftest import BOB, serving
 
 from nuages.toolkit import OWNER, Resource, Settings, ValidationError, create_app
 
@@ -43,12 +43,8 @@ THING = Resource(
 async def client(backend: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     url = "memory://" if backend == "memory" else f"sqlite:///{tmp_path / 'toolkit.db'}"
     app = create_app([THING], Settings.load(env={}, storage_url=url), migrate=True)
-    async with app.lifespan_context():
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://testserver", auth=ALICE
-        ) as c:
-            yield c
+    async with serving(app) as c:
+        yield c
 
 
 async def test_defaults_and_server_fields_are_filled(client: httpx.AsyncClient) -> None:
