@@ -477,15 +477,20 @@ def test_another_upgrade_is_answered_as_http_then_closed(server: Server) -> None
 # -- the Nuages application ----------------------------------------------------------
 
 
-@pytest.fixture
-def nuages(tmp_path: Any) -> Iterator[Server]:
+def nuages_app(tmp_path: Any) -> Any:
+    """The Nuages application on a SQLite file, with Basic Auth."""
     settings = Settings.load(
         storage_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
         auth="basicauth",
         userid_hmac_secret="x",
         bucket_create_principals="system.Authenticated",
     )
-    with Server(create_app(settings, migrate=True), lifespan="on") as running:
+    return create_app(settings, migrate=True)
+
+
+@pytest.fixture
+def nuages(tmp_path: Any) -> Iterator[Server]:
+    with Server(nuages_app(tmp_path), lifespan="on") as running:
         yield running
 
 
@@ -555,12 +560,7 @@ def test_a_requests_first_attempt_sees_from_when_the_request_was_read(tmp_path: 
     """The protocol stamps each request when it reads it; the dispatcher's first attempt
     starts from there (errors.Attempt.since), so that statements sent for requests read
     after it cannot be shared with it."""
-    settings = Settings.load(
-        storage_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
-        auth="basicauth",
-        userid_hmac_secret="x",
-    )
-    application = create_app(settings, migrate=True)
+    application = nuages_app(tmp_path)
     seen: list[tuple[int, int]] = []
 
     async def hook(req: Any, route: Any, params: Any, tx: Any) -> Any:
