@@ -73,6 +73,10 @@ def check_free(host: str, port: int) -> None:
     _bound_socket(host, port, shared=False).close()
 
 
+def _cannot_listen(host: str, port: int, exc: OSError) -> None:
+    print(f"Error: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+
+
 def _worker(target: str, options: dict[str, Any]) -> None:
     """A worker process: uvicorn serving the app factory `target` on a socket of its own."""
     import uvicorn
@@ -82,7 +86,7 @@ def _worker(target: str, options: dict[str, Any]) -> None:
     try:
         sock = listening_socket(config.host, config.port)
     except OSError as exc:
-        print(f"Error: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        _cannot_listen(config.host, config.port, exc)
         sys.exit(STARTUP_FAILURE)
     server.run(sockets=[sock])
     if not server.started:
@@ -96,7 +100,7 @@ def run(target: str, options: dict[str, Any], workers: int) -> int:
     try:
         check_free(host, port)
     except OSError as exc:
-        print(f"Error: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        _cannot_listen(host, port, exc)
         return STARTUP_FAILURE
     context = multiprocessing.get_context("spawn")
     stopping: list[int] = []
