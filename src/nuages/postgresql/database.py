@@ -462,15 +462,8 @@ class _Abandoned(Exception):
 class _Statements:
     """:meth:`PostgreSQLDatabase.statements`: read statements outside any transaction, on
     a connection of the pool taken at the first one sent and kept until exit (a class:
-    the context of every object read, cheaper than a generator's).
-
-    A statement identical to one already sent and still unanswered (the same SQL, the
-    same arguments) is not sent again when it was sent at or after the ``since`` of the
-    request's attempt (:class:`~nuages.core.errors.Attempt`): its answer is shared. It
-    comes from a snapshot taken after the request arrived and after the attempt's own
-    commits, as the request's own statement would be: the request sees everything it
-    must. Concurrent creates in one collection by one user read the collection and the
-    user's grant with identical statements: most of them share one."""
+    the context of every object read, cheaper than a generator's). A statement may share
+    the answer of an identical one (module docs, "Shared reads")."""
 
     __slots__ = ("_conn", "_db", "_pool")
 
