@@ -30,8 +30,12 @@ readinglist: $(VENV)/.installed
 	$(BIN)/nuages migrate
 	$(BIN)/nuages serve --host $(HOST) --port $(PORT) --app examples.readinglist:app
 
+# Test processes: one per core, at most 4 (each has its own PostgreSQL database and
+# connections; tests/services.py). TEST_WORKERS=0 runs the tests in one process.
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, os.cpu_count() or 1))")
+
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests
