@@ -3,8 +3,9 @@
 ``NUAGES_TEST_POSTGRESQL`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``) and
 ``NUAGES_TEST_REDIS`` (default ``redis://127.0.0.1:6379/15``) say where they run. A test
 session creates its own database ``nuages_test_<pid>`` and drops it at the end (each
-pytest-xdist worker of ``make test`` is a session of its own); every test gets it empty. When ``CI=true`` an unreachable server fails the tests
-instead of skipping them, so that CI cannot go green without them.
+pytest-xdist worker of ``make test`` is a session of its own); every test gets it empty.
+When ``CI=true`` an unreachable server fails the tests instead of skipping them, so that CI
+cannot go green without them.
 """
 
 from __future__ import annotations
