@@ -111,6 +111,15 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
     elif path == "/disconnect":  # waits for the client to leave
         await _body(receive)
         SEEN["after-body"] = await receive()
+    elif path == "/read":  # what receive gives, until the body ends or the client leaves
+        SEEN["read"] = []
+        while True:
+            message = await receive()
+            SEEN["read"].append(message["type"])
+            if not message.get("more_body"):
+                break
+        if message["type"] == "http.request":
+            await _answer(send, 200, b"read")
     else:
         await _answer(send, 404, b"not found")
 
@@ -118,16 +127,16 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
 class Server:
     """uvicorn with HttpProtocol on a free port, in a thread of its own."""
 
-    def __init__(self, application: Any, **options: Any) -> None:
+    def __init__(self, application: Any, http: Any = HttpProtocol, **options: Any) -> None:
         self.config = uvicorn.Config(
             application,
             host="127.0.0.1",
             port=0,
-            http=HttpProtocol,
+            http=http,
             loop="uvloop",
             log_level="critical",
             access_log=False,
-            **options,
+            **{"timeout_graceful_shutdown": 5, **options},  # a test failing cannot hang
         )
         self.server = uvicorn.Server(self.config)
         self.sock = socket.socket()
@@ -423,6 +432,75 @@ def test_an_idle_connection_is_closed_after_the_keep_alive_timeout() -> None:
         assert closed and data == b""
         data, closed = read_until_quiet(busy, 1.5)
         assert closed and data == b""
+
+
+class QuickRequestTimeout(HttpProtocol):
+    request_timeout = 1.0
+
+
+def test_a_request_head_sent_a_byte_at_a_time_gets_a_408_after_the_request_timeout() -> None:
+    SEEN.clear()
+    with Server(app, http=QuickRequestTimeout, timeout_keep_alive=10) as server:
+        slow = server.connect()
+        started = time.monotonic()
+        slow.sendall(b"GET /echo HTTP/1.1\r\nHost: test\r\n")
+        closed = False
+        while not closed and time.monotonic() - started < 3:
+            slow.sendall(b"x")  # bytes keep coming, the head never ends
+            data, closed = read_until_quiet(slow, 0.2)
+        elapsed = time.monotonic() - started
+        assert closed and 1.0 <= elapsed < 2.0
+        assert statuses(data) == [408] and b"connection: close\r\n" in data
+        assert "/echo" not in SEEN  # the application never saw it
+
+
+def test_a_body_that_stops_arriving_closes_the_connection_and_the_application_is_told() -> None:
+    SEEN.clear()
+    with Server(app, http=QuickRequestTimeout) as server:
+        sock = server.connect()
+        started = time.monotonic()
+        sock.sendall(request("/read", "Content-Length: 10", method="POST", body=b"12345"))
+        data, closed = read_until_quiet(sock, 3.0)
+        assert closed and data == b""
+        assert 1.0 <= time.monotonic() - started < 2.0
+    assert SEEN["read"] == ["http.request", "http.disconnect"]
+
+
+def test_a_body_that_keeps_arriving_is_read_past_the_request_timeout() -> None:
+    SEEN.clear()
+    with Server(app, http=QuickRequestTimeout) as server:
+        sock = server.connect()
+        sock.sendall(request("/read", "Content-Length: 6", method="POST"))
+        for byte in b"abcdef":
+            time.sleep(0.4)  # 2.4 s in all: a byte is never more than 1 s late
+            sock.sendall(bytes([byte]))
+        data, _ = read_until_quiet(sock)
+    assert data.endswith(b"read")
+    assert SEEN["read"][-1] == "http.request"
+
+
+def test_the_request_timeout_waits_while_the_server_does_not_read() -> None:
+    class Quicker(HttpProtocol):
+        request_timeout = 0.3  # shorter than /late-echo's 0.5 s before it reads
+
+    with Server(app, http=Quicker) as server:
+        expecting = server.connect()  # waits for the 100 Continue before its body
+        expecting.sendall(request("/late-echo", "Expect: 100-continue", "Content-Length: 4"))
+        paused = server.connect()  # the server's read pauses above 64 KiB
+        body = b"x" * (4 << 20)
+        paused.sendall(request("/late-echo", method="POST", body=body))
+        expecting.settimeout(2)
+        assert expecting.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"  # after 0.5 s
+        expecting.sendall(b"body")
+        data, _ = read_until_quiet(expecting)
+        assert data.endswith(b"\r\n\r\n4")
+        data, _ = read_until_quiet(paused)
+        assert data.endswith(b"\r\n\r\n%d" % len(body))
+        # Once the 100 Continue is sent, the clock runs.
+        stalled = server.connect()
+        stalled.sendall(request("/late-echo", "Expect: 100-continue", "Content-Length: 4"))
+        data, closed = read_until_quiet(stalled, 2.0)
+        assert data == b"HTTP/1.1 100 Continue\r\n\r\n" and closed
 
 
 def test_a_concurrency_limit_answers_503_above_it() -> None:

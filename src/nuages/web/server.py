@@ -14,6 +14,12 @@ checked and rebuilt. This one does the same HTTP with less:
 - **Keep-alive timeout** (``timeout_keep_alive``, uvicorn's setting): an idle connection
   is closed once it has been idle that long. One timer per connection, re-armed when it
   fires early, instead of one per request.
+- **Slow clients** (:attr:`HttpProtocol.request_timeout`, 20 s): a request's head must
+  arrive whole within that time of its first byte, else a 408 and the connection closed;
+  a body that stops arriving for that long (while the server is reading it) closes the
+  connection. A client sending a byte now and then cannot hold a connection and a task
+  for ever. The clock stops while the server does not read (a paused read, an
+  ``Expect: 100-continue`` not answered yet).
 - **Header checks** in one pass over the whole head: a header name or value holding a
   line break or a NUL would split the response; such a response is refused (a 500 and
   the connection closed).
@@ -143,6 +149,7 @@ class _Exchange:
         if self.continue_expected and not self.started and not self.disconnected:
             self.continue_expected = False
             protocol.transport.write(_CONTINUE)
+            protocol.waiting_for_client()  # the body's clock starts now
         while not (self.disconnected or self.done):
             if self.body or (self.complete and not self.given):
                 body = bytes(self.body)
@@ -252,6 +259,9 @@ class _Exchange:
 class HttpProtocol(asyncio.Protocol):
     """HTTP/1.1 on one connection, for ``uvicorn.Config(http=HttpProtocol)`` (module docs)."""
 
+    # Seconds a request's head may take from its first byte, and a body may stop arriving.
+    request_timeout: float = 20.0
+
     def __init__(
         self,
         config: Any,
@@ -284,8 +294,12 @@ class HttpProtocol(asyncio.Protocol):
         self.write_paused = False
         self._drain: asyncio.Future[None] | None = None
         # Keep-alive: since when the connection has been idle (None: it is not), and the
-        # timer that checks it.
+        # timer that checks it and the request timeout.
         self.idle_since: float | None = None
+        # Request timeout: since when the message being parsed began, or its body last
+        # arrived (None: no message is partly read).
+        self.partial_since: float | None = None
+        self.head_pending = False  # its head is not whole yet
         self.timer: asyncio.TimerHandle | None = None
         # The request being parsed.
         self.url = b""
@@ -333,6 +347,9 @@ class HttpProtocol(asyncio.Protocol):
             if cause is not None and not isinstance(cause, httptools.HttpParserError):
                 log.error("HTTP parser callback failed", exc_info=cause)  # a bug of ours
             self._refuse(400, "Invalid HTTP request received.")
+            return
+        if self.partial_since is not None:  # a message partly read: its clock runs
+            self._check_by(self.partial_since + self.request_timeout)
 
     def eof_received(self) -> bool | None:
         return None  # the transport closes itself
@@ -360,6 +377,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.reading_paused and not self.transport.is_closing():
             self.reading_paused = False
             self.transport.resume_reading()
+            self.waiting_for_client()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -375,26 +393,60 @@ class HttpProtocol(asyncio.Protocol):
             self._drain = self.loop.create_future()
         await self._drain
 
-    # -- keep-alive ------------------------------------------------------------------
+    # -- keep-alive and request timeouts ----------------------------------------------
     def _idle(self) -> None:
         self.idle_since = self.loop.time()
         if self.timer is None:
-            self.timer = self.loop.call_later(self.keep_alive_timeout, self._check_idle)
+            self._arm(self.keep_alive_timeout)
+
+    def waiting_for_client(self) -> None:
+        """The client was waiting for the server (a paused read, a 100 Continue): the
+        request timeout of a message partly read starts again."""
+        if self.partial_since is not None:
+            self.partial_since = now = self.loop.time()
+            self._check_by(now + self.request_timeout)
+
+    def _arm(self, delay: float) -> None:
+        self.timer = self.loop.call_later(delay, self._check_idle)
+
+    def _check_by(self, deadline: float) -> None:
+        """Have the timer fire by `deadline` (loop time) at the latest."""
+        timer = self.timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return
+            timer.cancel()
+        self.timer = self.loop.call_at(deadline, self._check_idle)
 
     def _check_idle(self) -> None:
         self.timer = None
+        since = self.partial_since
+        if since is not None:
+            parsing = self.parsing
+            if self.reading_paused or (parsing is not None and parsing.continue_expected):
+                return  # the client waits for us: re-armed when reading resumes
+            left = since + self.request_timeout - self.loop.time()
+            if left > 0:
+                self._arm(left)
+            elif self.head_pending:
+                self._refuse(408, "Request Timeout")
+            else:
+                self.transport.close()  # its body stopped: the application is told
+            return
         if self.idle_since is None or self.current is not None:
             return  # busy: re-armed when idle again
         left = self.idle_since + self.keep_alive_timeout - self.loop.time()
         if left <= 0:
             self.transport.close()
         else:
-            self.timer = self.loop.call_later(left, self._check_idle)
+            self._arm(left)
 
     # -- parser callbacks ------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.url = b""
         self.headers = []
+        self.partial_since = self.loop.time()
+        self.head_pending = True
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -403,6 +455,7 @@ class HttpProtocol(asyncio.Protocol):
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        self.head_pending = False
         parser = self.parser
         version = parser.get_http_version()
         method = parser.get_method().decode("ascii")
@@ -448,6 +501,7 @@ class HttpProtocol(asyncio.Protocol):
             self.pause_reading()
 
     def on_body(self, body: bytes) -> None:
+        self.partial_since = self.loop.time()
         exchange = self.parsing
         if exchange is None or exchange.done:
             return
@@ -457,6 +511,7 @@ class HttpProtocol(asyncio.Protocol):
         exchange._wake()
 
     def on_message_complete(self) -> None:
+        self.partial_since = None
         exchange = self.parsing
         if exchange is None:
             return
