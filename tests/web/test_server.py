@@ -345,6 +345,7 @@ def test_an_application_failing_before_its_response_gives_a_500(server: Server, 
     data, closed = read_until_quiet(sock)
     assert statuses(data) == [500] and closed
     assert b"set-cookie" not in data
+    assert b"\r\ndate: " in data  # the server's default headers
 
 
 def test_an_application_failing_during_its_response_closes_the_connection(server: Server) -> None:
@@ -369,6 +370,7 @@ def test_an_unparsable_request_gets_a_400_and_the_connection_closed(
     sock.sendall(raw)
     data, closed = read_until_quiet(sock)
     assert statuses(data) == [400] and closed
+    assert b"\r\ndate: " in data
 
 
 def test_paths_are_decoded_and_raw_paths_kept(server: Server) -> None:
@@ -451,6 +453,7 @@ def test_a_request_head_sent_a_byte_at_a_time_gets_a_408_after_the_request_timeo
         elapsed = time.monotonic() - started
         assert closed and 1.0 <= elapsed < 2.0
         assert statuses(data) == [408] and b"connection: close\r\n" in data
+        assert b"\r\ndate: " in data
         assert "/echo" not in SEEN  # the application never saw it
 
 

@@ -76,12 +76,14 @@ _FRAMING_LENGTHS = frozenset((10, 14, 17))
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-def _plain(status: int, text: str) -> bytes:
-    """A whole response of `status` with a plain-text body, closing the connection."""
+def _plain(status: int, text: str, headers: Any) -> bytes:
+    """A whole response of `status` with a plain-text body, closing the connection;
+    `headers`: the server's default ones (``Date``)."""
     body = text.encode("ascii")
     return b"".join(
         [
             _STATUS_LINES[status],
+            *(b"%s: %s\r\n" % header for header in headers),
             b"content-type: text/plain; charset=utf-8\r\n",
             b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body),
             body,
@@ -364,7 +366,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _refuse(self, status: int, text: str) -> None:
         if not self.transport.is_closing():
-            self.transport.write(_plain(status, text))
+            self.transport.write(_plain(status, text, self.state.default_headers))
             self.transport.close()
 
     # -- flow control ----------------------------------------------------------------
