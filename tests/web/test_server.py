@@ -145,6 +145,7 @@ class Server:
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]})
 
     def __enter__(self) -> Server:
+        SEEN.clear()  # what the test application saw is about this server
         self.thread.start()
         deadline = time.monotonic() + 10
         while not self.server.started:
@@ -183,7 +184,6 @@ def statuses(data: bytes) -> list[int]:
 
 @pytest.fixture
 def server() -> Iterator[Server]:
-    SEEN.clear()
     with Server(app) as running:
         yield running
 
@@ -385,7 +385,6 @@ def test_paths_are_decoded_and_raw_paths_kept(server: Server) -> None:
 
 
 def test_a_root_path_prefixes_the_path() -> None:
-    SEEN.clear()
     with Server(app, root_path="/api") as server:
         sock = server.connect()
         sock.sendall(request("/echo"))
@@ -441,7 +440,6 @@ class QuickRequestTimeout(HttpProtocol):
 
 
 def test_a_request_head_sent_a_byte_at_a_time_gets_a_408_after_the_request_timeout() -> None:
-    SEEN.clear()
     with Server(app, http=QuickRequestTimeout, timeout_keep_alive=10) as server:
         slow = server.connect()
         started = time.monotonic()
@@ -458,7 +456,6 @@ def test_a_request_head_sent_a_byte_at_a_time_gets_a_408_after_the_request_timeo
 
 
 def test_a_body_that_stops_arriving_closes_the_connection_and_the_application_is_told() -> None:
-    SEEN.clear()
     with Server(app, http=QuickRequestTimeout) as server:
         sock = server.connect()
         started = time.monotonic()
@@ -470,7 +467,6 @@ def test_a_body_that_stops_arriving_closes_the_connection_and_the_application_is
 
 
 def test_a_body_that_keeps_arriving_is_read_past_the_request_timeout() -> None:
-    SEEN.clear()
     with Server(app, http=QuickRequestTimeout) as server:
         sock = server.connect()
         sock.sendall(request("/read", "Content-Length: 6", method="POST"))
