@@ -188,12 +188,17 @@ class ACLChange:
         return [self.uri, sorted(self.replacing), *_entries(self.uri, self.replacing, self.added)]
 
     @staticmethod
-    def sql(first: int, guard: str) -> tuple[str, str]:
+    def sql(first: int, guard: str, *, opaque: bool = False) -> tuple[str, str]:
         """Common table expressions writing the ACL (named ``acl_removed``, ``acl_added``)
         where the SQL condition `guard` holds, with :meth:`args` bound from `first`; and
         the ``FROM`` source of the entries as they were before the statement (a row per
-        entry, or a single row of nulls)."""
-        uri, permissions, keys, names, principals = (f"${n}" for n in range(first, first + 5))
+        entry, or a single row of nulls). `opaque`: each parameter is read through a
+        sub-select, which PostgreSQL plans without looking at its value (see
+        ``nuages.storage.postgresql._write_if_sql``)."""
+        types = ("text", "text[]", "bytea[]", "text[]", "text[]")
+        uri, permissions, keys, names, principals = (
+            f"(SELECT ${n}::{t})" if opaque else f"${n}" for n, t in enumerate(types, first)
+        )
         equals = _URI_EQUALS.format(p=f"{uri}::text")
         ctes = (
             f"acl_removed AS (DELETE FROM access_control_entries WHERE {equals}"

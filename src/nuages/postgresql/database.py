@@ -46,15 +46,16 @@ Group commit
     answered so, and the group's deferred statements are sent together, those of one SQL
     text in one pipelined round trip (asyncpg's ``fetchmany``), before the group's next
     statement (a member's read sees them) or its commit; an object read that none of them
-    can change (its object keys and ACL URIs apart) does not wait for them. So a group of
-    creates costs its lock, one round trip and its ``COMMIT`` under the scope's lock, not a
-    round trip per member. Should a deferred statement answer anything else (or fail), the
-    group fails and all its members are rerun, the owners of the deferred statements
-    carefully: a careful or last attempt never defers, and learns the answer from its
-    statement. Only a group without a savepoint defers (a careful member's savepoint follows
-    the deferred statements before it, sent first), and no statement is deferred in a nested
-    savepoint. A write transaction of its own (a batch) defers its writes the same way, for
-    itself: a batch of 25 creates sends them in one round trip.
+    can change (its object keys and ACL URIs apart) does not wait for them. The storage's
+    creates, updates and deletes have one SQL text: a group of writes costs its lock, one
+    round trip and its ``COMMIT`` under the scope's lock, not a round trip per member.
+    Should a deferred statement answer anything else (or fail), the group fails and all
+    its members are rerun, the owners of the deferred statements carefully: a careful or
+    last attempt never defers, and learns the answer from its statement. Only a group
+    without a savepoint defers (a careful member's savepoint follows the deferred
+    statements before it, sent first), and no statement is deferred in a nested savepoint.
+    A write transaction of its own (a batch) defers its writes the same way, for itself: a
+    batch of 25 creates sends them in one round trip.
 
     A request joins its lane at its first write, not when its transaction opens: its
     checks (the object, its parent and the caller's grant, read in one statement with
