@@ -46,9 +46,12 @@ Group commit
     answered so, and the group's deferred statements are sent together, those of one SQL
     text in one pipelined round trip (asyncpg's ``fetchmany``), before the group's next
     statement (a member's read sees them) or its commit; an object read that none of them
-    can change (its object keys and ACL URIs apart) does not wait for them. The storage's
-    creates, updates and deletes have one SQL text: a group of writes costs its lock, one
-    round trip and its ``COMMIT`` under the scope's lock, not a round trip per member.
+    can change (its object keys and ACL URIs apart) does not wait for them. A deferred
+    statement may name a wider form of itself (``wider``): when that is the SQL text of
+    the others, all are sent in it. The storage's creates, updates and deletes are one
+    statement, in a wider form for a create with its ACL: a group of writes costs its
+    lock, one round trip and its ``COMMIT`` under the scope's lock, not a round trip per
+    member.
     Should a deferred statement answer anything else (or fail), the group fails and all
     its members are rerun, the owners of the deferred statements carefully: a careful or
     last attempt never defers, and learns the answer from its statement. Only a group
@@ -124,6 +127,9 @@ StepObserver = Callable[[str, float], None]
 
 # The object keys and ACL URIs whose writes can change a read's answer.
 Depends = tuple[frozenset[bytes], frozenset[str]]
+# A wider form of a deferred write (:meth:`PostgreSQLTransaction.fetch_deferrable`): its
+# SQL text, and the parameters it takes after the statement's own.
+Wider = tuple[str, tuple[Any, ...]]
 
 CURRENT_SCHEMA_VERSION: Final = 3
 """Schema version this Nuages writes and expects (``schema.sql`` + ``migrations/``)."""
@@ -325,14 +331,22 @@ class PostgreSQLTransaction:
         return rows
 
     async def fetch_deferrable(
-        self, expected: tuple[Any, ...], key: bytes, uri: str | None, sql: str, *args: Any
+        self,
+        expected: tuple[Any, ...],
+        key: bytes,
+        uri: str | None,
+        sql: str,
+        *args: Any,
+        wider: Wider | None = None,
     ) -> list[Any]:
         """:meth:`fetch_writing` of a statement expected to answer the single row
         `expected`. In an attempt that can be rerun, the statement may be deferred: this
         answers ``[expected]`` at once, and the statement is sent with the other deferred
         writes of the transaction (or of its group commit, module docs) before its next
         statement or its commit. Should it answer anything else, the transaction (the
-        group) fails and is rerun, carefully (without deferring)."""
+        group) fails and is rerun, carefully (without deferring). `wider`: a statement
+        that does the same with `args` and the parameters it adds, to be sent instead
+        when other deferred writes have that SQL text (one round trip for all)."""
         if self.finished:
             raise BackendError("this PostgreSQL transaction is already finished")
         if self.conn is None:
@@ -354,7 +368,7 @@ class PostgreSQLTransaction:
         self.views = self._views_kept(key, uri)
         self.dirty = True
         pending = self.pending if group is None else group.pending
-        pending.append(_Deferred(sql, args, expected, attempt, key, uri))
+        pending.append(_Deferred(sql, args, expected, attempt, key, uri, wider))
         return [expected]
 
     async def _flush(self, depends: Depends | None = None) -> None:
@@ -535,7 +549,7 @@ class _Deferred:
     member of a group commit or of a transaction of its own, with the attempt that made it
     (made careful should the statement answer otherwise)."""
 
-    __slots__ = ("args", "attempt", "expected", "key", "sql", "uri")
+    __slots__ = ("args", "attempt", "expected", "key", "sql", "uri", "wider")
 
     def __init__(
         self,
@@ -545,6 +559,7 @@ class _Deferred:
         attempt: Attempt,
         key: bytes,
         uri: str | None,
+        wider: Wider | None = None,
     ) -> None:
         self.sql = sql
         self.args = args
@@ -552,6 +567,7 @@ class _Deferred:
         self.attempt = attempt
         self.key = key  # the object it writes
         self.uri = uri  # the URI whose ACL it writes, if any
+        self.wider = wider  # the same statement in a wider form, and its added parameters
 
     def changes(self, keys: frozenset[bytes], uris: frozenset[str]) -> bool:
         """Whether it writes one of the objects `keys` or the ACL of one of `uris`."""
@@ -1085,10 +1101,13 @@ async def _send(conn: Any, pending: list[_Deferred], timeout: float) -> None:
 async def _answered_as_expected(conn: Any, pending: list[_Deferred], timeout: float) -> bool:
     """:func:`_send`'s statements; whether each answered as expected (False when one was
     refused: the connection is then usable)."""
-    for sql, same in itertools.groupby(pending, key=operator.attrgetter("sql")):
-        run = list(same)
+    sent = 0
+    for sql, same in itertools.groupby(_widened(pending), key=operator.itemgetter(0)):
+        args = [run_args for _, run_args in same]
+        run = pending[sent : sent + len(args)]
+        sent += len(args)
         try:
-            rows = await conn.fetchmany(sql, [deferred.args for deferred in run], timeout=timeout)
+            rows = await conn.fetchmany(sql, args, timeout=timeout)
         except _UNAVAILABLE as exc:
             if _connection_lost(exc):
                 raise
@@ -1096,6 +1115,25 @@ async def _answered_as_expected(conn: Any, pending: list[_Deferred], timeout: fl
         if [tuple(row) for row in rows] != [deferred.expected for deferred in run]:
             return False
     return True
+
+
+def _widened(pending: list[_Deferred]) -> list[tuple[str, tuple[Any, ...]]]:
+    """The SQL text and the arguments of each deferred write, in order: all of one text
+    when the wider form of some is the statement of all the others (one round trip),
+    else each its own."""
+    if len({deferred.sql for deferred in pending}) > 1:
+        wide = {deferred.wider[0] for deferred in pending if deferred.wider is not None}
+        if len(wide) == 1:
+            (sql,) = wide
+            sent = [
+                (sql, (*deferred.args, *deferred.wider[1]))
+                if deferred.wider is not None and deferred.sql != sql
+                else (deferred.sql, deferred.args)
+                for deferred in pending
+            ]
+            if all(text == sql for text, _ in sent):
+                return sent
+    return [(deferred.sql, deferred.args) for deferred in pending]
 
 
 def _careful_member(group: _Group) -> bool:

@@ -32,10 +32,11 @@ written only where no live object has the key (with its ACL: ``create_with_acl``
 update or a delete of an object the transaction read as live only where it is still as
 read (``_replace_seen``; else the object as committed now is read first, to tell a
 conflict from the transaction's own purge: two statements). These one-statement writes
-have one SQL text whatever they are (``_write_if_sql``). In a group commit or a batch,
-they are deferred and sent together, in one round trip
-(``PostgreSQLTransaction.fetch_deferrable``, :mod:`nuages.postgresql.database`): the
-answer each expects is the one they give when they write. A write whose object changed
+are one statement (``_write_if_sql``), in a second, wider form for a create with its ACL.
+In a group commit or a batch, they are deferred and sent together in one round trip, all
+in the wider form when some need it (``PostgreSQLTransaction.fetch_deferrable``,
+:mod:`nuages.postgresql.database`): the answer each expects is the one they give when
+they write. A write whose object changed
 since this transaction read it (the read happened before the lock, maybe before the
 request joined its group commit: ``PostgreSQLTransaction.fetch_early``) raises
 :class:`TransactionConflict`: the request is rerun and its precondition (``If-Match``) is
@@ -242,8 +243,8 @@ class PostgreSQLStorageTransaction:
         ignored = requested is not None and requested <= seen
         bump = next_timestamp(previous, None if ignored else requested)
         args = _store_args(key, parent_id, resource_name, object_id, stored, bump)
-        args += [bump.scope_timestamp, _live(stored) - 1, seen, acl_uri, *_NO_ACL[1:]]
-        rows = await self._tx.fetch_deferrable(_WRITTEN, key, acl_uri, _write_if_sql(), *args)
+        args += [bump.scope_timestamp, _live(stored) - 1, seen, acl_uri]
+        rows = await _write_if(self._tx, key, args, None)
         if not rows[0][0]:
             return None
         self._tx.locked[args[1]] = bump.scope_timestamp
@@ -326,14 +327,8 @@ class PostgreSQLStorageTransaction:
         previous = await _lock_scope(self._tx, parent_id, resource_name)
         bump = next_timestamp(previous, requested)
         args = _store_args(key, parent_id, resource_name, object_id, stored, bump)
-        args += [bump.scope_timestamp, _live(stored), None]
-        if change is None:
-            args += _NO_ACL
-            uri = None
-        else:
-            args += [None, *change.args()]
-            uri = change.uri
-        rows = await self._tx.fetch_deferrable(_WRITTEN, key, uri, _write_if_sql(), *args)
+        args += [bump.scope_timestamp, _live(stored), None, None]
+        rows = await _write_if(self._tx, key, args, change)
         if not rows[0][0]:  # a live object has the key: nothing was written
             if key in self._tx.seen:  # absent when this transaction read it
                 raise self._tx.conflict()
@@ -694,20 +689,23 @@ _SELECT_VALUES: Final = (
     " SELECT $1::bytea, $2::bytea, $3::text, $4::text, $5::text, $11::text, $6::bigint,"
     " $7::boolean, $8::boolean, $9::text, $10::jsonb"
 )
-# A write in a scope this transaction has locked already, one statement whatever it is
-# (so that the deferred writes of a group, creates, updates and deletes mixed, are sent in
-# one pipelined round trip): a create ($14 null) is written unless a live object has the
-# key; an update or a delete of an object this transaction read as live with timestamp
-# $14, only if it still is. When written, the scope's row moves as in _BUMP_AND_STORE,
-# the ACL of the URI $15 is deleted if given (a delete: delete_acl_sql), and the ACL of
-# the URI $16 is written if given (ACLChange.sql from $16: a create's ACL). A row per
-# entry of the ACL of $16 before the statement (a single row of nulls when it had none,
-# or without $16), each with whether the object was written.
-# The ACL parameters are nulls when unused, and read through sub-selects, which PostgreSQL
-# plans without their values: otherwise its custom plans, which drop the parts a null
-# leaves unused, are cheaper than its generic plan, and it plans the statement anew at
-# every execution (about 1 ms; the three statements this one replaced had that cost when
-# an ACL was written).
+# A write in a scope this transaction has locked already, in one statement: a create ($14
+# null) is written unless a live object has the key; an update or a delete of an object
+# this transaction read as live with timestamp $14, only if it still is. When written, the
+# scope's row moves as in _BUMP_AND_STORE and the ACL of the URI $15 is deleted if given
+# (a delete: delete_acl_sql). Answers whether it wrote. _write_if_sql(acl=True) writes the
+# ACL of the URI $16 too if given (ACLChange.sql from $16: a create's ACL), and answers a
+# row per entry of that ACL before the statement (a single row of nulls when it had none,
+# or without $16), each with whether it wrote.
+# The two statements answer the same when they write and the ACL of $16 was empty
+# (_WRITTEN), and the first one's parameters are the second one's first ones: a group
+# commit's deferred writes that need both are all sent as the second, in one round trip
+# (PostgreSQLTransaction.fetch_deferrable's `wider`); only those that write an ACL pay
+# for its parts (8-10 us of PostgreSQL's time per write here).
+# Parameters that may be null are read through sub-selects, which PostgreSQL plans
+# without their values: otherwise its custom plans, which drop the parts a null leaves
+# unused, are cheaper than its generic plan, and it plans the statement anew at every
+# execution (about 1 ms; the create-with-ACL statement had that cost until `c27b6fc`).
 _WRITE_IF_CTES: Final = (
     "WITH live AS (SELECT FROM objects WHERE key = $1 AND NOT deleted"
     " AND ($14::bigint IS NULL OR last_modified = $14)),"
@@ -716,28 +714,38 @@ _WRITE_IF_CTES: Final = (
     " written AS (" + _INSERT + _SELECT_VALUES + " WHERE {guard}" + _REPLACE + "), "
 )
 _WRITE_IF_GUARD: Final = "EXISTS (SELECT FROM live) = ($14::bigint IS NOT NULL)"
-# What it answers when it writes and the ACL of $16 was empty
-# (PostgreSQLTransaction.fetch_deferrable).
 _WRITTEN: Final = (True, None, None)
+# The parameters of _write_if_sql(acl=True) after those of _write_if_sql(acl=False), when
+# it writes no ACL.
+_NO_ACL: Final = (None,) * 5
 
 
 @functools.cache
-def _write_if_sql() -> str:
+def _write_if_sql(*, acl: bool) -> str:
     """_WRITE_IF_CTES as a whole statement (its ACL parts come from the permission
     backend, imported on first use)."""
     from nuages.permission.postgresql import ACLChange, delete_acl_sql
 
     guard = _WRITE_IF_GUARD
+    sql = _WRITE_IF_CTES.format(guard=guard) + delete_acl_sql("(SELECT $15::text)", guard)
+    if not acl:
+        return f"{sql} SELECT {guard}, NULL::text, NULL::text"
     acl_ctes, before = ACLChange.sql(16, guard, opaque=True)
-    return (
-        _WRITE_IF_CTES.format(guard=guard)
-        + f"{delete_acl_sql('(SELECT $15::text)', guard)}, {acl_ctes}"
-        + f" SELECT {guard}, acl.permission, acl.principal FROM {before}"
+    return f"{sql}, {acl_ctes} SELECT {guard}, acl.permission, acl.principal FROM {before}"
+
+
+async def _write_if(
+    tx: PostgreSQLTransaction, key: bytes, args: list[Any], change: ACLChange | None
+) -> list[Any]:
+    """Run (or defer) _write_if_sql with `args` ($1 to $15), and the ACL of `change` if
+    given; its rows."""
+    if change is not None:
+        sql = _write_if_sql(acl=True)
+        return await tx.fetch_deferrable(_WRITTEN, key, change.uri, sql, *args, *change.args())
+    wider = (_write_if_sql(acl=True), _NO_ACL)
+    return await tx.fetch_deferrable(
+        _WRITTEN, key, args[14], _write_if_sql(acl=False), *args, wider=wider
     )
-
-
-# The parameters of _write_if_sql from $15 when it writes no ACL.
-_NO_ACL: Final = (None,) * 6
 
 
 def _store_args(
