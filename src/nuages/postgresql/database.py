@@ -51,14 +51,13 @@ Group commit
     the others, all are sent in it. The storage's creates, updates and deletes are one
     statement, in a wider form for a create with its ACL: a group of writes costs its
     lock, one round trip and its ``COMMIT`` under the scope's lock, not a round trip per
-    member.
-    Should a deferred statement answer anything else (or fail), the group fails and all
-    its members are rerun, the owners of the deferred statements carefully: a careful or
+    member. Should a deferred statement answer anything else (or fail), the group fails and
+    all its members are rerun, the owners of the deferred statements carefully: a careful or
     last attempt never defers, and learns the answer from its statement. Only a group
-    without a savepoint defers (a careful member's savepoint follows the deferred
-    statements before it, sent first), and no statement is deferred in a nested savepoint.
-    A write transaction of its own (a batch) defers its writes the same way, for itself: a
-    batch of 25 creates sends them in one round trip.
+    without a savepoint defers (a careful member's savepoint follows the deferred statements
+    before it, sent first), and no statement is deferred in a nested savepoint. A write
+    transaction of its own (a batch) defers its writes the same way, for itself: a batch of
+    25 creates sends them in one round trip.
 
     A request joins its lane at its first write, not when its transaction opens: its
     checks (the object, its parent and the caller's grant, read in one statement with

@@ -36,11 +36,10 @@ are one statement (``_write_if_sql``), in a second, wider form for a create with
 In a group commit or a batch, they are deferred and sent together in one round trip, all
 in the wider form when some need it (``PostgreSQLTransaction.fetch_deferrable``,
 :mod:`nuages.postgresql.database`): the answer each expects is the one they give when
-they write. A write whose object changed
-since this transaction read it (the read happened before the lock, maybe before the
-request joined its group commit: ``PostgreSQLTransaction.fetch_early``) raises
-:class:`TransactionConflict`: the request is rerun and its precondition (``If-Match``) is
-evaluated again on the current object.
+they write. A write whose object changed since this transaction read it (the read
+happened before the lock, maybe before the request joined its group commit:
+``PostgreSQLTransaction.fetch_early``) raises :class:`TransactionConflict`: the request
+is rerun and its precondition (``If-Match``) is evaluated again on the current object.
 """
 
 from __future__ import annotations
