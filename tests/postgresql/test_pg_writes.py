@@ -1196,6 +1196,42 @@ async def test_writes_without_an_acl_to_write_are_sent_in_the_narrower_statement
     await _assert_scope_exact(storage)
 
 
+async def test_a_write_sent_in_the_wider_form_that_answers_otherwise_reruns_carefully(
+    storages: list[PostgreSQLStorage],
+) -> None:
+    """A deferred update whose object another process changed since it was read, sent in
+    the wider form with a create and its ACL: the answers are matched to their writes,
+    the mismatch found, and the transaction rerun without deferring."""
+    storage = storages[0]
+    permission = PostgreSQLPermission(storage.db)
+    await _committed_create(storage, "x")
+    runs: list[str] = []
+    logged: list[Any] = []
+
+    async def work(tx: PostgreSQLStorageTransaction) -> list[Any]:
+        async with permission.transaction(write=True, savepoint=False) as ptx:
+            assert await tx.get(RECORD, PARENT, "x") is not None
+            if len(runs) == 1:  # another process, between this read and the lock
+                async with storages[1].transaction(write=True) as other:
+                    await other.update(RECORD, PARENT, "x", {"id": "x", "v": "other"})
+            if not logged:
+                tx._tx.conn.add_query_logger(logged.append)
+            created = await tx.create_with_acl(
+                RECORD, PARENT, {"id": "a"}, ptx, f"{PARENT}/records/a", None, [("write", "bob")]
+            )
+            return [created, await tx.update(RECORD, PARENT, "x", {"id": "x", "v": "mine"})]
+
+    created, updated = await _request(storage, "w", work, runs, scope=None)
+    assert runs == ["w", "w careful"]
+    await asyncio.sleep(0)  # asyncpg calls query loggers with call_soon
+    first = next(r for r in logged if "INSERT INTO objects" in r.query)
+    assert len(first.args) == 2 and "acl_added" in first.query  # both, in the wider form
+    stored = await _objects(storage)
+    assert stored["x"] == updated and updated["v"] == "mine"
+    assert stored["a"] == created[0] and created[1] == {"write": {"bob"}}
+    await _assert_scope_exact(storage)
+
+
 async def test_the_write_statement_is_planned_once_per_connection(
     storages: list[PostgreSQLStorage],
 ) -> None:
