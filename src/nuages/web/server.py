@@ -409,7 +409,7 @@ class HttpProtocol(asyncio.Protocol):
             self._check_by(now + self.request_timeout)
 
     def _arm(self, delay: float) -> None:
-        self.timer = self.loop.call_later(delay, self._check_idle)
+        self.timer = self.loop.call_later(delay, self._check_timeouts)
 
     def _check_by(self, deadline: float) -> None:
         """Have the timer fire by `deadline` (loop time) at the latest."""
@@ -418,9 +418,11 @@ class HttpProtocol(asyncio.Protocol):
             if timer.when() <= deadline:
                 return
             timer.cancel()
-        self.timer = self.loop.call_at(deadline, self._check_idle)
+        self.timer = self.loop.call_at(deadline, self._check_timeouts)
 
-    def _check_idle(self) -> None:
+    def _check_timeouts(self) -> None:
+        """The connection's timer: the request timeout of a message partly read, else the
+        keep-alive timeout of an idle connection."""
         self.timer = None
         since = self.partial_since
         if since is not None:
