@@ -3,6 +3,8 @@ holding both the storage and the permission tables."""
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -191,46 +193,56 @@ def object_read_sql(read: ObjectRead, args: list[Any] | None = None) -> tuple[st
     if read.user_ids:
         raise ValueError("read the stored principals first")
     args = [] if args is None else args
+    first = len(args) + 1
+    resource_name, parent_id, object_id = read.object
+    args.append(digest(parent_id, resource_name, object_id))
+    if read.parent is not None:
+        resource_name, parent_id, object_id = read.parent
+        args.append(digest(parent_id, resource_name, object_id))
+    principals = set(read.principals)
+    for bound in (read.bound, read.create_bound):
+        if bound:
+            args.append([digest(uri, perm, who) for uri, perm in bound for who in principals])
+    if read.acl_uri is not None:
+        args.append(read.acl_uri)
+    parent, acl = read.parent is not None, read.acl_uri is not None
+    text = _object_read_text(first, parent, bool(read.bound), bool(read.create_bound), acl)
+    return text, args
 
-    def bind(value: Any, cast: str = "") -> str:
-        args.append(value)
-        return f"${len(args)}{cast}"
 
-    def one(tag: int, key: tuple[str, str, str]) -> str:
-        resource_name, parent_id, object_id = key
+@functools.lru_cache(maxsize=256)
+def _object_read_text(first: int, parent: bool, bound: bool, creating: bool, acl: bool) -> str:
+    """The text of :func:`object_read_sql`, its parameters numbered from `first` in the
+    order: the object's key, the parent's, the grant keys of the pairs, those of the create
+    pairs, the ACL's URI (the same few shapes at every request: built once each)."""
+    numbers = itertools.count(first)
+
+    def one(tag: int) -> str:
         return (
             f"SELECT {tag}, last_modified, deleted, body, NULL::text FROM objects"
-            f" WHERE key = {bind(digest(parent_id, resource_name, object_id))}"
+            f" WHERE key = ${next(numbers)}"
         )
 
-    selects = [one(reads.OBJECT, read.object)]
-    if read.parent is not None:
-        selects.append(one(reads.PARENT, read.parent))
-
-    def granted(bound: tuple[tuple[str, str], ...]) -> str:
-        keys = [
-            digest(uri, permission, principal)
-            for uri, permission in bound
-            for principal in set(read.principals)
-        ]
+    def granted() -> str:
         return (
             "EXISTS (SELECT 1 FROM access_control_entries"
-            f" WHERE key = ANY({bind(keys, '::bytea[]')}))"
+            f" WHERE key = ANY(${next(numbers)}::bytea[]))"
         )
 
-    if read.bound:
+    selects = [one(reads.OBJECT)]
+    if parent:
+        selects.append(one(reads.PARENT))
+    if bound:
+        selects.append(f"SELECT {reads.GRANTED}, NULL, NULL, NULL, NULL WHERE {granted()}")
+    if creating:
         selects.append(
-            f"SELECT {reads.GRANTED}, NULL, NULL, NULL, NULL WHERE {granted(read.bound)}"
-        )
-    if read.create_bound:
-        selects.append(
-            f"SELECT {reads.CREATE_GRANTED}, CASE WHEN {granted(read.create_bound)}"
+            f"SELECT {reads.CREATE_GRANTED}, CASE WHEN {granted()}"
             " THEN 1 ELSE 0 END, NULL, NULL, NULL"
         )
-    if read.acl_uri is not None:
-        uri = bind(read.acl_uri)
+    if acl:
+        uri = f"${next(numbers)}"
         selects.append(
             f"SELECT {reads.ACL}, NULL, NULL, permission, principal FROM access_control_entries"
             f' WHERE left(object_uri, 200) COLLATE "C" = left({uri}, 200) AND object_uri = {uri}'
         )
-    return " UNION ALL ".join(selects), args
+    return " UNION ALL ".join(selects)
