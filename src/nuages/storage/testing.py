@@ -482,6 +482,7 @@ class StorageContract:
                 assert [reads.decode(*row) for row in rows] == listed
                 spliced = orjson.dumps([reads.fragment(*row) for row in rows])
                 assert spliced == orjson.dumps(listed)
+                assert orjson.dumps(reads.fragments(rows)) == spliced
 
     async def test_since_filter_on_last_modified(self, storage: Storage) -> None:
         created = await create_all(storage, SAMPLE)
