@@ -59,11 +59,11 @@ def fragment(object_id: str, last_modified: int, data: str) -> orjson.Fragment:
 
 def fragments(rows: Iterable[StoredObject]) -> list[orjson.Fragment]:
     """:func:`fragment` of each stored row (a page). Inline for the text every backend
-    stores, compact JSON of an object with at least one member (``{"``...``}``): a third
+    stores, compact JSON of an object with at least one member (``{"``...``}``): two thirds
     of the time of a call per row (31 -> 21 µs for a page of 50)."""
-    dumps, made = orjson.dumps, orjson.Fragment
+    dumps, as_json = orjson.dumps, orjson.Fragment
     return [
-        made(f'{{"id":{dumps(object_id).decode()},{data[1:-1]},"last_modified":{modified}}}')
+        as_json(f'{{"id":{dumps(object_id).decode()},{data[1:-1]},"last_modified":{modified}}}')
         if data[:2] == '{"' and data[-1:] == "}"
         else fragment(object_id, modified, data)
         for object_id, modified, data in rows
