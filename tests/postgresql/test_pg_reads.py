@@ -290,6 +290,9 @@ async def test_a_parent_and_a_page_are_one_statement_in_the_page_order(
         await tx.create("collection", "/buckets/b", {"id": "c"})
         for i in range(30):
             await tx.create("record", PARENT, {"id": f"r{i}", "n": (i * 7) % 10, "s": str(i)})
+        # An id TEXT cannot hold (U+0000: its JSON read back) and an empty object.
+        await tx.create("record", PARENT, {"id": "nul\x00id", "n": 3, "s": "\x00"})
+        await tx.create("record", PARENT, {"id": "bare"})
         await tx.delete("record", PARENT, "r3")
     parent = ObjectRead(USER, USER, ((URI, "read"),), ("collection", "/buckets/b", "c"))
     queries = [

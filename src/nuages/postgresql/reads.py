@@ -69,8 +69,8 @@ class PostgreSQLObjectReader:
             )
 
         view, rows = await self._read(read, statement)
-        listed = [(row[4], row[5], row[1], row[3], row[6]) for row in rows if row[0] == _PAGE_TAG]
-        return view, page_of(listed)
+        first = next((n for n, row in enumerate(rows) if row[0] == _PAGE_TAG), len(rows))
+        return view, page_of(rows[first:], _PAGE_COLUMNS)
 
     async def _read(
         self, read: ObjectRead, statement: Callable[[ObjectRead], tuple[str, list[Any]]]
@@ -152,8 +152,16 @@ def _tagged_sql(read: ObjectRead, args: list[Any]) -> tuple[str, list[Any]]:
 
 def tagged_rows(rows: list[Any]) -> list[Any]:
     """The rows of :func:`object_read_sql` among `rows`, those of a statement that has the
-    token's row (:func:`with_token`) and maybe a page's (their first five columns)."""
-    return [row[:5] for row in rows if row[0] != _TOKEN_TAG and row[0] != _PAGE_TAG]
+    token's row (:func:`with_token`) and maybe a page's, after them (their first five
+    columns)."""
+    tagged = []
+    for row in rows:
+        tag = row[0]
+        if tag == _PAGE_TAG:
+            break  # the page's rows come last (read_object_and_page)
+        if tag != _TOKEN_TAG:
+            tagged.append(row[:5])
+    return tagged
 
 
 def with_token(sql: str) -> str:
@@ -171,6 +179,9 @@ MAX_KEPT_PRINCIPALS: Final = 10_000
 
 _TOKEN_TAG: Final = 9  # a row of no tag of nuages.storage.reads
 _PAGE_TAG: Final = 10  # a row of a page, after the tagged ones (read_object_and_page)
+# Where a page's row holds the id, the raw id, last_modified, the body and the scope's
+# timestamp (page_of).
+_PAGE_COLUMNS: Final = (4, 5, 1, 3, 6)
 _TOKEN = f"SELECT {_TOKEN_TAG}, NULL, NULL, token, NULL FROM principals_version"
 
 _PRINCIPALS = (

@@ -48,6 +48,7 @@ import _sre  # type: ignore[import-not-found]
 import functools
 import hashlib
 import json
+import operator
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -71,7 +72,7 @@ from nuages.postgresql.database import (
 )
 from nuages.storage import reads
 from nuages.storage.autoindex import PREFIX, AutoIndexConfig, AutoIndexer, Shape, shape_of
-from nuages.storage.protocol import ObjectRead, ObjectView, StoredObject, StoredObjects
+from nuages.storage.protocol import ObjectRead, ObjectView, StoredObjects
 from nuages.storage.reads import decode as _decode
 
 if TYPE_CHECKING:
@@ -445,7 +446,7 @@ class PostgreSQLStorageTransaction:
                 return await self._live_count(resource_name, parent_id)
 
             await self._indexer.observe(*index, live_objects)
-        stored = [_stored_row(*row) for row in rows]
+        stored = _stored_rows(rows)
         if self._tx.write and not query.include_deleted:
             # What a write transaction lists, it has read, as with get(): a later write of
             # one of these objects is one statement if it is unchanged since (the objects
@@ -648,18 +649,25 @@ async def page_statement(
     return list_sql(resource_name, parent_id, query, indexed=index is not None, with_timestamp=True)
 
 
-def page_of(rows: Sequence[Sequence[Any]]) -> tuple[int, StoredObjects] | None:
-    """The scope's timestamp and the page, from the rows of :func:`page_statement`; None
-    when they cannot tell it: the page is empty, or the scope was never written (no
-    timestamp row)."""
-    if not rows or rows[0][4] is None:
+def page_of(
+    rows: Sequence[Sequence[Any]], columns: tuple[int, int, int, int, int] = (0, 1, 2, 3, 4)
+) -> tuple[int, StoredObjects] | None:
+    """The scope's timestamp and the page, from the rows of :func:`page_statement` (or rows
+    holding their columns at the indexes `columns`); None when they cannot tell it: the
+    page is empty, or the scope was never written (no timestamp row)."""
+    *fields, timestamp = columns
+    if not rows or rows[0][timestamp] is None:
         return None
-    return int(rows[0][4]), [_stored_row(*row[:4]) for row in rows]
+    return int(rows[0][timestamp]), _stored_rows(map(operator.itemgetter(*fields), rows))
 
 
-def _stored_row(object_id: str, raw_id: str | None, last_modified: int, body: str) -> StoredObject:
-    """A listed row as (id, last_modified, body); `raw_id` is the JSON of an id with U+0000."""
-    return (object_id if raw_id is None else orjson.loads(raw_id), last_modified, body)
+def _stored_rows(rows: Iterable[Sequence[Any]]) -> StoredObjects:
+    """Listed rows (id, raw id, last_modified, body) as stored objects (id, last_modified,
+    body); a raw id is the JSON of an id holding U+0000, which TEXT cannot."""
+    return [
+        (object_id if raw_id is None else orjson.loads(raw_id), last_modified, body)
+        for object_id, raw_id, last_modified, body in rows
+    ]
 
 
 def _live(stored: _Stored) -> int:
