@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
 import pytest
@@ -143,3 +143,21 @@ def test_next_page_url_keeps_params_and_replaces_limit_and_token():
         ("_limit", "5"),
         ("_token", "tok/+="),
     ]
+
+
+@given(
+    params=st.lists(st.tuples(st.text(max_size=6), st.text(max_size=6)), max_size=4),
+    limit=st.integers(0, 10_000),
+    title=st.text(max_size=12),
+    other=st.text(max_size=12),
+)
+def test_next_page_url_encodes_as_urlencode_does(
+    params: list[tuple[str, str]], limit: int, title: str, other: str
+) -> None:
+    """Its own encoding of encode_token's tokens, urlencode's for any other: the same URL."""
+    base = "http://h/v1/buckets/b/collections/c/records"
+    ours = encode_token({"id": "x", "title": title, "last_modified": 7}, SORTING, limit)
+    for token in (ours, other):
+        kept = [(k, v) for k, v in params if k not in ("_limit", "_token")]
+        expected = f"{base}?{urlencode([*kept, ('_limit', str(limit)), ('_token', token)])}"
+        assert next_page_url(base, params, limit, token) == expected
