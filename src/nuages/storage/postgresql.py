@@ -650,11 +650,12 @@ async def page_statement(
 
 
 def page_of(
-    rows: Sequence[Sequence[Any]], columns: tuple[int, int, int, int, int] = (0, 1, 2, 3, 4)
+    rows: Sequence[Sequence[Any]], columns: tuple[int, int, int, int, int]
 ) -> tuple[int, StoredObjects] | None:
-    """The scope's timestamp and the page, from the rows of :func:`page_statement` (or rows
-    holding their columns at the indexes `columns`); None when they cannot tell it: the
-    page is empty, or the scope was never written (no timestamp row)."""
+    """The scope's timestamp and the page, from rows holding the columns of
+    :func:`page_statement` (id, raw id, last_modified, body, scope timestamp) at the
+    indexes `columns`; None when they cannot tell it: the page is empty, or the scope was
+    never written (no timestamp row)."""
     *fields, timestamp = columns
     if not rows or rows[0][timestamp] is None:
         return None
