@@ -50,6 +50,8 @@ from time import perf_counter
 from typing import Any
 from urllib.parse import urlsplit
 
+import machine  # bench/machine.py, next to this script
+
 try:  # optional: more exact process accounting
     import psutil  # type: ignore[import-untyped,unused-ignore]
 except ImportError:  # pragma: no cover - depends on the environment
@@ -1728,9 +1730,11 @@ async def main_async(args: argparse.Namespace, targets: list[Target]) -> dict[st
         "targets": [],
         "results": [],
     }
+    probe_machine(output, "before", args)
     if args.scale:
         output["scale"] = await run_scale(kinto_targets, args)
         output["targets"] = [t.describe() for t in targets]
+        probe_machine(output, "after", args)
         return output
     if any(s != "get" for s in args.scenarios) or kinto_targets:
         for target in kinto_targets:
@@ -1756,7 +1760,18 @@ async def main_async(args: argparse.Namespace, targets: list[Target]) -> dict[st
                 output["results"].append(result)
                 log(f"  {name:<9} {target.name:<{width}} {fmt_row(result)}")
     output["targets"] = [t.describe() for t in targets]
+    probe_machine(output, "after", args)
     return output
+
+
+def probe_machine(output: dict[str, Any], when: str, args: argparse.Namespace) -> None:
+    """How fast the machine is `when` (before or after the run): bench/machine.py. It
+    blocks the event loop for a few seconds, with nothing else running."""
+    if args.probe_seconds <= 0:
+        return
+    figures = machine.probe(args.probe_dir, args.probe_seconds)
+    output["machine"][when] = figures
+    log(f"machine {when}: {machine.describe(figures)}")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -1860,6 +1875,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--json", metavar="FILE", help="write every figure to FILE ('-': stdout)")
     p.add_argument("--server-logs", metavar="DIR", help="keep the logs of started servers in DIR")
     p.add_argument("--allow-remote", action="store_true", help="allow non-loopback targets")
+    p.add_argument(
+        "--probe-seconds",
+        type=float,
+        default=2.0,
+        help="seconds of disk flushes probed before and after the run (bench/machine.py; "
+        "0: no probe)",
+    )
+    p.add_argument(
+        "--probe-dir",
+        help="directory whose disk is probed: the database's (default: the temporary one)",
+    )
     args = p.parse_args(argv)
     names = [n for s in args.scenario or ["all"] for n in s.split(",") if n]
     if "all" in names:
@@ -1879,10 +1905,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("give at least one --url or --start")
     if args.concurrency < 1 or args.duration <= 0:
         p.error("--concurrency and --duration must be positive")
+    if args.probe_dir is not None and not os.path.isdir(args.probe_dir):
+        p.error(f"--probe-dir {args.probe_dir}: not a directory")
     return args
 
 
 def print_report(output: dict[str, Any], ref: str | None) -> None:
+    for when in ("before", "after"):
+        figures = output.get("machine", {}).get(when)
+        if figures:
+            print(f"machine {when}: {machine.describe(figures)}")
     if output["results"]:
         names = [t["name"] for t in output["targets"]]
         if ref is None:

@@ -48,6 +48,10 @@ def test_every_scenario_runs_against_nuages_without_errors(tmp_path: Path) -> No
             "0.8",
             "--warmup",
             "0.1",
+            "--probe-seconds",
+            "0.2",
+            "--probe-dir",
+            str(tmp_path),
             "--json",
             str(out),
             "--server-logs",
@@ -64,6 +68,12 @@ def test_every_scenario_runs_against_nuages_without_errors(tmp_path: Path) -> No
     report = json.loads(out.read_text())
 
     assert {"tool", "format", "machine", "options", "targets", "results"} <= report.keys()
+    for when in ("before", "after"):  # bench/machine.py's probe, around the run
+        figures = report["machine"][when]
+        assert figures["disk_dir"] == str(tmp_path)
+        assert figures["cpu_loop_s"] > 0 and figures["fdatasync_n"] >= 1
+        assert figures["fdatasync_p50_ms"] <= figures["fdatasync_max_ms"]
+    assert "machine before: 10,000,000 additions in" in done.stdout
     targets = {t["name"]: t for t in report["targets"]}
     assert set(targets) == {"nuages-sqlite", "starlette-baseline"}
     assert targets["nuages-sqlite"]["started"] == "nuages-sqlite"
@@ -91,3 +101,34 @@ def test_every_scenario_runs_against_nuages_without_errors(tmp_path: Path) -> No
     assert "load generator:" in done.stdout
     for scenario in SCENARIOS:
         assert f"\n{scenario} " in done.stdout
+
+
+def test_machine_probe_reports_the_cpu_and_the_disk_and_leaves_nothing(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "machine.py"),
+            "--dir",
+            str(tmp_path),
+            "--seconds",
+            "0.2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("10,000,000 additions in ")
+    assert f"fdatasync ({tmp_path}) p50 " in done.stdout
+    assert list(tmp_path.iterdir()) == []  # the probe's file is removed
+
+    missing = tmp_path / "missing"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "machine.py"), "--dir", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2 and "not a directory" in done.stderr
