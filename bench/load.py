@@ -17,7 +17,8 @@ on, so that the ratios of one run are meaningful on a small, noisy machine.
 Every answer that is not 2xx or 304 is an error (so is a transport failure, a failed
 sub-request of a batch, or a body that does not match what was asked), counted per scenario
 with samples; a 409 under concurrent writes is an error like any other. The generator
-measures its own CPU and says when it, not the server, was the bottleneck. The HTTP client
+measures its own CPU and says when it, not the server, was the bottleneck; before and after
+the scenarios it measures how fast the machine is (bench/machine.py). The HTTP client
 is a small HTTP/1.1 implementation on asyncio streams (standard library; uvloop is used
 when installed). See docs/performance.md.
 """
