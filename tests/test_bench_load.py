@@ -71,7 +71,8 @@ def test_every_scenario_runs_against_nuages_without_errors(tmp_path: Path) -> No
     for when in ("before", "after"):  # bench/machine.py's probe, around the run
         figures = report["machine"][when]
         assert figures["disk_dir"] == str(tmp_path)
-        assert figures["cpu_loop_s"] > 0 and figures["fdatasync_n"] >= 1
+        assert figures["cpu_loop_s"] > 0 and figures["cpu_loop_all_cores_s"] > 0
+        assert figures["cores"] >= 1 and figures["fdatasync_n"] >= 1
         assert figures["fdatasync_p50_ms"] <= figures["fdatasync_max_ms"]
     assert "machine before: 10,000,000 additions in" in done.stdout
     targets = {t["name"]: t for t in report["targets"]}
