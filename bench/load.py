@@ -1770,7 +1770,12 @@ def probe_machine(output: dict[str, Any], when: str, args: argparse.Namespace) -
     blocks the event loop for a few seconds, with nothing else running."""
     if args.probe_seconds <= 0:
         return
-    figures = machine.probe(args.probe_dir, args.probe_seconds)
+    try:
+        figures = machine.probe(args.probe_dir, args.probe_seconds)
+    except OSError as exc:  # the run's figures matter more than the probe's
+        output["machine"][when] = {"error": str(exc)}
+        log(f"machine {when}: no probe: {exc}")
+        return
     output["machine"][when] = figures
     log(f"machine {when}: {machine.describe(figures)}")
 
@@ -1914,7 +1919,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def print_report(output: dict[str, Any], ref: str | None) -> None:
     for when in ("before", "after"):
         figures = output.get("machine", {}).get(when)
-        if figures:
+        if figures and "error" in figures:
+            print(f"machine {when}: no probe: {figures['error']}")
+        elif figures:
             print(f"machine {when}: {machine.describe(figures)}")
     if output["results"]:
         names = [t["name"] for t in output["targets"]]

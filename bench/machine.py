@@ -12,8 +12,8 @@ and after its scenarios.
     python bench/machine.py                 # the CPU, and the disk of the temporary directory
     python bench/machine.py --dir /var/lib/postgresql --seconds 5
 
-Point ``--dir`` at the file system of the database (SQLite file, PostgreSQL data
-directory): every commit waits for a flush there.
+Point ``--dir`` at a directory you may write in, on the file system of the database (the
+SQLite file's, PostgreSQL's data directory's): every commit waits for a flush there.
 """
 
 from __future__ import annotations
@@ -121,7 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--seconds must be positive")
     if args.dir is not None and not os.path.isdir(args.dir):
         p.error(f"--dir {args.dir}: not a directory")
-    print(describe(probe(args.dir, args.seconds)))
+    try:
+        figures = probe(args.dir, args.seconds)
+    except OSError as exc:  # a directory it may not write in
+        p.error(f"cannot probe the disk of {args.dir or tempfile.gettempdir()}: {exc}")
+    print(describe(figures))
     return 0
 
 

@@ -8,9 +8,12 @@ documented shape. It asserts no timing: the figures are for docs/performance.md.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = {
@@ -133,3 +136,35 @@ def test_machine_probe_reports_the_cpu_and_the_disk_and_leaves_nothing(tmp_path:
         check=False,
     )
     assert done.returncode == 2 and "not a directory" in done.stderr
+
+    # A directory where nobody can create a file: /proc (Linux), else one without write
+    # permission (but root writes in that one all the same).
+    unwritable = Path("/proc")
+    if not unwritable.is_dir():
+        unwritable = tmp_path / "locked"
+        unwritable.mkdir(mode=0o500)
+        if os.access(unwritable, os.W_OK):
+            pytest.skip("no directory here that this user cannot write in")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "machine.py"), "--dir", str(unwritable)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2 and "cannot probe the disk of" in done.stderr
+
+
+def test_a_saved_report_says_when_the_machine_could_not_be_probed(tmp_path: Path) -> None:
+    saved = tmp_path / "saved.json"
+    before = {"error": "[Errno 13] Permission denied: '/data/nuages-probe-x'"}
+    saved.write_text(json.dumps({"machine": {"before": before}, "results": [], "targets": []}))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "load.py"), "--report", str(saved)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"machine before: no probe: {before['error']}" in done.stdout
