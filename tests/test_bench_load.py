@@ -107,34 +107,25 @@ def test_every_scenario_runs_against_nuages_without_errors(tmp_path: Path) -> No
         assert f"\n{scenario} " in done.stdout
 
 
-def test_machine_probe_reports_the_cpu_and_the_disk_and_leaves_nothing(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "machine.py"),
-            "--dir",
-            str(tmp_path),
-            "--seconds",
-            "0.2",
-        ],
+def _bench(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``bench/<script>`` with `args`; its exit code, output and errors."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_machine_probe_reports_the_cpu_and_the_disk_and_leaves_nothing(tmp_path: Path) -> None:
+    done = _bench("machine.py", "--dir", str(tmp_path), "--seconds", "0.2")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("10,000,000 additions in ")
     assert f"fdatasync ({tmp_path}) p50 " in done.stdout
     assert list(tmp_path.iterdir()) == []  # the probe's file is removed
 
-    missing = tmp_path / "missing"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "machine.py"), "--dir", str(missing)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _bench("machine.py", "--dir", str(tmp_path / "missing"))
     assert done.returncode == 2 and "not a directory" in done.stderr
 
     # A directory where nobody can create a file: /proc (Linux), else one without write
@@ -145,13 +136,7 @@ def test_machine_probe_reports_the_cpu_and_the_disk_and_leaves_nothing(tmp_path:
         unwritable.mkdir(mode=0o500)
         if os.access(unwritable, os.W_OK):
             pytest.skip("no directory here that this user cannot write in")
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "machine.py"), "--dir", str(unwritable)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _bench("machine.py", "--dir", str(unwritable))
     assert done.returncode == 2 and "cannot probe the disk of" in done.stderr
 
 
@@ -159,12 +144,6 @@ def test_a_saved_report_says_when_the_machine_could_not_be_probed(tmp_path: Path
     saved = tmp_path / "saved.json"
     before = {"error": "[Errno 13] Permission denied: '/data/nuages-probe-x'"}
     saved.write_text(json.dumps({"machine": {"before": before}, "results": [], "targets": []}))
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "load.py"), "--report", str(saved)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _bench("load.py", "--report", str(saved))
     assert done.returncode == 0, done.stderr
     assert f"machine before: no probe: {before['error']}" in done.stdout
