@@ -101,7 +101,12 @@ def probe(directory: str | None = None, seconds: float = 2.0) -> dict[str, Any]:
 
 
 def describe(figures: dict[str, Any]) -> str:
-    """One line for a report."""
+    """One line for a report, and a warning when the disk's flushes were slow."""
+    slow = figures["fdatasync_p99_ms"] > SLOW_MS
+    warning = (
+        f"\n  (a flush p99 over {SLOW_MS:g} ms: writes' p99 measure this disk as much as the"
+        " servers)"
+    )
     return (
         f"{ADDITIONS:,} additions in {figures['cpu_loop_s']:.2f} s on one core,"
         f" {figures['cpu_loop_all_cores_s']:.2f} s on each of {figures['cores']} at once;"
@@ -109,6 +114,7 @@ def describe(figures: dict[str, Any]) -> str:
         f" ({figures['disk_dir']}) p50 {figures['fdatasync_p50_ms']:.2f} ms,"
         f" p99 {figures['fdatasync_p99_ms']:.2f} ms, max {figures['fdatasync_max_ms']:.2f} ms,"
         f" {figures['fdatasync_slow']} of {figures['fdatasync_n']} over {SLOW_MS:g} ms"
+        + (warning if slow else "")
     )
 
 

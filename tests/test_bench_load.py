@@ -147,3 +147,27 @@ def test_a_saved_report_says_when_the_machine_could_not_be_probed(tmp_path: Path
     done = _bench("load.py", "--report", str(saved))
     assert done.returncode == 0, done.stderr
     assert f"machine before: no probe: {before['error']}" in done.stdout
+
+
+def test_a_saved_report_warns_of_a_disk_whose_flushes_were_slow(tmp_path: Path) -> None:
+    probe = {
+        "cpu_loop_s": 0.5,
+        "cpu_loop_all_cores_s": 0.5,
+        "cores": 2,
+        "disk_dir": "/data",
+        "fdatasync_n": 200,
+        "fdatasync_p50_ms": 0.3,
+        "fdatasync_p99_ms": 0.4,
+        "fdatasync_max_ms": 0.6,
+        "fdatasync_slow": 0,
+    }
+    slow = {**probe, "fdatasync_p99_ms": 12.8, "fdatasync_max_ms": 17.2, "fdatasync_slow": 9}
+    saved = tmp_path / "saved.json"
+    report = {"machine": {"before": probe, "after": slow}, "results": [], "targets": []}
+    saved.write_text(json.dumps(report))
+    done = _bench("load.py", "--report", str(saved))
+    assert done.returncode == 0, done.stderr
+    before, after = done.stdout.split("machine after: ")
+    assert "fdatasync (/data) p50 0.30 ms, p99 0.40 ms" in before and "over 5 ms:" not in before
+    assert after.startswith("10,000,000 additions in 0.50 s on one core, 0.50 s on each of 2")
+    assert "9 of 200 over 5 ms\n  (a flush p99 over 5 ms: writes' p99 measure this disk" in after
