@@ -31,7 +31,6 @@ import base64
 import contextlib
 import ipaddress
 import json
-import math
 import os
 import platform
 import random
@@ -52,6 +51,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import machine  # bench/machine.py, next to this script
+from machine import percentile
 
 try:  # optional: more exact process accounting
     import psutil  # type: ignore[import-untyped,unused-ignore]
@@ -808,12 +808,6 @@ async def since_for_changes(target: Target, coll: str, changes: int) -> int:
 
 
 # -- one measured run ------------------------------------------------------------------------
-
-
-def percentile(ordered: Sequence[float], q: float) -> float | None:
-    if not ordered:
-        return None
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]  # nearest rank
 
 
 Validator = Callable[[Response], str | None]

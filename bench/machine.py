@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import math
 import multiprocessing
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from typing import Any
 
 ADDITIONS = 10_000_000
@@ -77,15 +79,18 @@ def fdatasync_ms(directory: str, seconds: float, pause: float = 0.01) -> list[fl
         os.unlink(path)
 
 
-def percentile(ordered: list[float], q: float) -> float:
-    """The `q` quantile (0-1) of a sorted, non-empty list (nearest rank)."""
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def percentile(ordered: Sequence[float], q: float) -> float | None:
+    """The `q` quantile (0-1) of a sorted list, by nearest rank; None when it is empty
+    (bench/load.py's latencies use it too)."""
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def probe(directory: str | None = None, seconds: float = 2.0) -> dict[str, Any]:
     """The CPU loop's seconds and the flushes' distribution, as a JSON-ready dict."""
     directory = directory or tempfile.gettempdir()
-    flushes = sorted(fdatasync_ms(directory, seconds))
+    flushes = sorted(fdatasync_ms(directory, seconds))  # at least one
     return {
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "cpu_loop_s": round(cpu_seconds(), 3),
@@ -93,8 +98,8 @@ def probe(directory: str | None = None, seconds: float = 2.0) -> dict[str, Any]:
         "cores": os.cpu_count() or 1,
         "disk_dir": directory,
         "fdatasync_n": len(flushes),
-        "fdatasync_p50_ms": round(percentile(flushes, 0.5), 3),
-        "fdatasync_p99_ms": round(percentile(flushes, 0.99), 3),
+        "fdatasync_p50_ms": round(percentile(flushes, 0.5) or 0.0, 3),
+        "fdatasync_p99_ms": round(percentile(flushes, 0.99) or 0.0, 3),
         "fdatasync_max_ms": round(flushes[-1], 3),
         "fdatasync_slow": sum(1 for ms in flushes if ms > SLOW_MS),
     }
